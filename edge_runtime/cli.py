@@ -1,0 +1,253 @@
+"""The `edge-seg` command line: one entry point; heavy commands import their package lazily."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge_runtime import __version__
+
+app = typer.Typer(
+    name="edge-seg",
+    help=(
+        "Lumbar-spine MRI segmentation (IVD, PE, TS, AAP) from GPU workstation to scanner-side box.\n\n"
+        "Edge box: `edge-seg run SLICES/ -o OUT`. Workstation: synth -> train -> optimize -> export -> bench."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+bench_app = typer.Typer(help="Accuracy and latency benchmarks of every exported variant.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+
+# Modules whose absence means an optional extra is missing, and the extra that provides them.
+_EXTRA_FOR_MODULE = {
+    "tensorflow": "train",
+    "tf_keras": "train",
+    "tensorflow_model_optimization": "train",
+    "tf2onnx": "train",
+    "onnx": "train",
+    "matplotlib": "train",
+    "onnxruntime": "onnx",
+    "highdicom": "dicom-seg",
+}
+
+
+def load_command(module: str, attr: str):
+    """Import `module.attr` for a command; a missing optional extra exits 2 with a one-line hint."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        extra = _EXTRA_FOR_MODULE.get(missing)
+        if extra is None:
+            raise
+        err.print(
+            f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): "
+            f"pip install 'edge-seg[{extra}]'"
+        )
+        raise typer.Exit(2) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-seg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """edge-seg: lumbar-spine MRI segmentation for the edge."""
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the data set into (Mendeley layout).")],
+    patients: Annotated[int, typer.Option(min=1, help="Number of synthetic patients (3 disc levels each).")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
+    dicom: Annotated[bool, typer.Option(help="Also write one axial T2 DICOM study per patient.")] = False,
+    preview: Annotated[bool, typer.Option(help="Write preview.png, a contact sheet with label overlays.")] = False,
+) -> None:
+    """Write a synthetic axial lumbar-spine MRI data set with exact ground truth (no TensorFlow needed)."""
+    from edge_runtime.progress import progress_bar
+
+    synthesize = load_command("train.data.synth", "synthesize")
+    with progress_bar("synthesising patients", total=patients) as advance:
+        summary = synthesize(
+            out=out, patients=patients, seed=seed, dicom=dicom, preview=preview,
+            progress=lambda done, total: advance(done),
+        )
+    shares = ", ".join(f"{name} {100 * share:.1f}%" for name, share in summary.class_pixel_share.items())
+    err.print(
+        f"wrote {summary.n_slices} slices of {summary.n_patients} patients to {out} "
+        f"({summary.slices_per_second:.1f} slices/s); class pixel shares: {shares}"
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Data set folder in the Mendeley layout (real or synthetic).")],
+    out: Annotated[Path, typer.Option(help="Run folder for the model, config, logs, metrics and plots.")],
+    arch: Annotated[str, typer.Option(help="Architecture: unet or resunet.")] = "unet",
+    encoder: Annotated[str, typer.Option(help="resunet encoder: resnet18 or resnet34.")] = "resnet18",
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 60,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size (split across GPUs).")] = 8,
+    image_size: Annotated[int, typer.Option(help="Model input side in pixels (divisible by 2**depth).")] = 160,
+    base_filters: Annotated[int, typer.Option(min=1, help="Filters of the first stage.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and augmentation.")] = 0,
+    modality: Annotated[str, typer.Option(help="Image contrast to train on: T1 or T2.")] = "T2",
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")
+    ] = None,
+) -> None:
+    """Train a U-Net or ResNet-U-Net (needs the 'train' extra)."""
+    command = load_command("train.fit", "train_command")
+    command(
+        data=data, out=out, arch=arch, encoder=encoder, epochs=epochs, batch_size=batch_size,
+        image_size=image_size, base_filters=base_filters, lr=lr, seed=seed, modality=modality,
+        resume=resume, time_budget=time_budget,
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A .keras model, a run folder, or an exported .tflite/.onnx.")],
+    data: Annotated[Path, typer.Option(help="Data set folder in the Mendeley layout.")],
+    split: Annotated[str, typer.Option(help="Which split to evaluate: train, val or test.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON here.")] = None,
+    modality: Annotated[str, typer.Option(help="T1 or T2.")] = "T2",
+    threads: Annotated[int | None, typer.Option(help="Threads for exported models.")] = None,
+) -> None:
+    """Per-class Dice and IoU of a model on held-out patients."""
+    command = load_command("train.evaluate", "evaluate_command")
+    command(model=model, data=data, split=split, json_out=json_out, modality=modality, threads=threads)
+
+
+@app.command()
+def optimize(
+    run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `edge-seg train`).")],
+    out: Annotated[Path, typer.Option(help="Folder for the optimised run.")],
+    prune: Annotated[float | None, typer.Option(help="Target sparsity 0-1 (magnitude pruning).")] = None,
+    qat: Annotated[bool, typer.Option(help="Quantisation-aware training (pruning-preserving if --prune).")] = False,
+    epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 4,
+    data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
+) -> None:
+    """Prune and/or quantisation-aware-train a trained model (needs the 'train' extra)."""
+    command = load_command("export.optimize", "optimize_command")
+    command(run_dir=run_dir, out=out, prune=prune, qat=qat, epochs=epochs, data=data)
+
+
+@app.command("export")
+def export_(
+    model_or_run: Annotated[Path, typer.Argument(help="A .keras model or a run folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for the artefacts and their manifests.")],
+    formats: Annotated[
+        str,
+        typer.Option(help="Comma list: tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp32, onnx-int8, or all."),
+    ] = "all",
+    calibration_data: Annotated[
+        Path | None, typer.Option(help="Data folder for int8 calibration (training split only).")
+    ] = None,
+    calibration_samples: Annotated[int, typer.Option(min=1, help="Calibration slices.")] = 64,
+) -> None:
+    """Export TFLite and ONNX artefacts with manifests, and validate each one (needs 'train')."""
+    command = load_command("export.exporter", "export_command")
+    command(
+        model_or_run=model_or_run, out=out, formats=formats,
+        calibration_data=calibration_data, calibration_samples=calibration_samples,
+    )
+
+
+@app.command()
+def run(
+    input: Annotated[Path, typer.Argument(help="DICOM folder tree, a single file, or PNG/NPY slices.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path(
+        "edge-seg-out"
+    ),
+    model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, litert, tflite-runtime or onnxruntime.")] = "auto",
+    format: Annotated[str, typer.Option(help="Comma list of outputs: png,npy,overlay,seg,report.")] = (
+        "png,npy,overlay,seg,report"
+    ),
+    series: Annotated[str | None, typer.Option(help="Pick a series by description or UID.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Ground-truth label PNGs to score against.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow)."""
+    command = load_command("edge_runtime.run", "run_command")
+    raise typer.Exit(
+        command(
+            input=input, output=output, model=model, threads=threads, backend=backend, formats=format,
+            series=series, truth=truth, overwrite=overwrite,
+        )
+    )
+
+
+@app.command()
+def info(
+    model: Annotated[Path | None, typer.Argument(help="Model file; default: the bundled model.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show a model's manifest: format, precision, tensors, provenance, baseline metrics."""
+    command = load_command("edge_runtime.info", "info_command")
+    raise typer.Exit(command(model=model, json_output=json_output))
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
+    data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write report.json/report.md here.")] = None,
+) -> None:
+    """Dice/IoU of every variant vs the float baseline, with tolerance gates."""
+    command = load_command("benchmarks.accuracy", "accuracy_command")
+    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, data=data, out=out))
+
+
+@bench_app.command("latency")
+def bench_latency(
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
+    threads: Annotated[str, typer.Option(help="Comma list of thread counts.")] = "1,2",
+    out: Annotated[Path | None, typer.Option(help="Write report.json/report.md here.")] = None,
+) -> None:
+    """Latency, throughput, size and memory of every variant on this machine."""
+    command = load_command("benchmarks.latency", "latency_command")
+    raise typer.Exit(command(artifacts=artifacts, threads=threads, out=out))
+
+
+@bench_app.command("all")
+def bench_all(
+    run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
+    out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, PNG plots).")],
+    data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
+    quick: Annotated[bool, typer.Option(help="Quick profile: few slices and repeats.")] = False,
+) -> None:
+    """Accuracy and latency benchmarks with plots in one report folder."""
+    command = load_command("benchmarks.report", "bench_all_command")
+    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
