@@ -52,8 +52,7 @@ def load_command(module: str, attr: str):
         if extra is None:
             raise
         err.print(
-            f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): "
-            f"pip install 'edge-seg[{extra}]'"
+            f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): pip install 'edge-seg[{extra}]'"
         )
         raise typer.Exit(2) from None
 
@@ -87,7 +86,11 @@ def synth(
     synthesize = load_command("train.data.synth", "synthesize")
     with progress_bar("synthesising patients", total=patients) as advance:
         summary = synthesize(
-            out=out, patients=patients, seed=seed, dicom=dicom, preview=preview,
+            out=out,
+            patients=patients,
+            seed=seed,
+            dicom=dicom,
+            preview=preview,
             progress=lambda done, total: advance(done),
         )
     shares = ", ".join(f"{name} {100 * share:.1f}%" for name, share in summary.class_pixel_share.items())
@@ -111,16 +114,24 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation and augmentation.")] = 0,
     modality: Annotated[str, typer.Option(help="Image contrast to train on: T1 or T2.")] = "T2",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-    time_budget: Annotated[
-        float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")
-    ] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")] = None,
 ) -> None:
     """Train a U-Net or ResNet-U-Net (needs the 'train' extra)."""
     command = load_command("train.fit", "train_command")
     command(
-        data=data, out=out, arch=arch, encoder=encoder, epochs=epochs, batch_size=batch_size,
-        image_size=image_size, base_filters=base_filters, lr=lr, seed=seed, modality=modality,
-        resume=resume, time_budget=time_budget,
+        data=data,
+        out=out,
+        arch=arch,
+        encoder=encoder,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        base_filters=base_filters,
+        lr=lr,
+        seed=seed,
+        modality=modality,
+        resume=resume,
+        time_budget=time_budget,
     )
 
 
@@ -160,25 +171,24 @@ def export_(
         str,
         typer.Option(help="Comma list: tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp32, onnx-int8, or all."),
     ] = "all",
-    calibration_data: Annotated[
-        Path | None, typer.Option(help="Data folder for int8 calibration (training split only).")
-    ] = None,
+    calibration_data: Annotated[Path | None, typer.Option(help="Data folder for int8 calibration (training split only).")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Calibration slices.")] = 64,
 ) -> None:
     """Export TFLite and ONNX artefacts with manifests, and validate each one (needs 'train')."""
     command = load_command("export.exporter", "export_command")
     command(
-        model_or_run=model_or_run, out=out, formats=formats,
-        calibration_data=calibration_data, calibration_samples=calibration_samples,
+        model_or_run=model_or_run,
+        out=out,
+        formats=formats,
+        calibration_data=calibration_data,
+        calibration_samples=calibration_samples,
     )
 
 
 @app.command()
 def run(
     input: Annotated[Path, typer.Argument(help="DICOM folder tree, a single file, or PNG/NPY slices.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path(
-        "edge-seg-out"
-    ),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path("edge-seg-out"),
     model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="auto, litert, tflite-runtime or onnxruntime.")] = "auto",
@@ -193,8 +203,15 @@ def run(
     command = load_command("edge_runtime.run", "run_command")
     raise typer.Exit(
         command(
-            input=input, output=output, model=model, threads=threads, backend=backend, formats=format,
-            series=series, truth=truth, overwrite=overwrite,
+            input=input,
+            output=output,
+            model=model,
+            threads=threads,
+            backend=backend,
+            formats=format,
+            series=series,
+            truth=truth,
+            overwrite=overwrite,
         )
     )
 

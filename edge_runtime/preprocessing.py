@@ -120,7 +120,7 @@ def _pad_geometry(height: int, width: int, spec: PreprocessSpec) -> SliceGeometr
 def _pad(data: np.ndarray, geometry: SliceGeometry, fill: float) -> np.ndarray:
     if geometry.side == 0 or geometry.height == geometry.width:
         return data
-    out = np.full((geometry.side, geometry.side) + data.shape[2:], fill, dtype=data.dtype)
+    out = np.full((geometry.side, geometry.side, *data.shape[2:]), fill, dtype=data.dtype)
     out[
         geometry.pad_top : geometry.pad_top + geometry.height,
         geometry.pad_left : geometry.pad_left + geometry.width,

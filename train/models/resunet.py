@@ -58,7 +58,7 @@ def resunet(
         skips.append(x)  # stage1 /4, stage2 /8, stage3 /16, stage4 /32
     # Decoder from /32 up to /1: skips at /16, /8, /4, /2, none at full resolution.
     decoder_skips = [skips[3], skips[2], skips[1], skips[0], None]
-    for stage, skip in zip(range(4, -1, -1), decoder_skips):
+    for stage, skip in zip(range(4, -1, -1), decoder_skips, strict=False):
         filters = max(base_filters * 2 ** max(stage - 1, 0) // 2, 4)
         x = decoder_block(x, skip, filters, stage)
     return keras.Model(inputs, segmentation_head(x, num_classes), name=f"resunet_{encoder}")
