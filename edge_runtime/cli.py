@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,20 +42,38 @@ _EXTRA_FOR_MODULE = {
 }
 
 
-def load_command(module: str, attr: str):
-    """Import `module.attr` for a command; a missing optional extra exits 2 with a one-line hint."""
+def _exit_for_missing_extra(exc: ImportError) -> None:
+    """Exit 2 with a one-line install hint when `exc` is a missing optional extra; else re-raise."""
+    missing = (exc.name or "").split(".")[0]
+    extra = _EXTRA_FOR_MODULE.get(missing)
+    if extra is None:
+        raise exc
+    err.print(
+        f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): "
+        f"pip install 'edge-seg[{extra}]'"
+    )
+    raise typer.Exit(2) from None
+
+
+def load_command(module: str, attr: str) -> Callable[..., Any]:
+    """Import `module.attr` for a command; a missing optional extra exits 2 with a one-line hint.
+
+    The hint is given whether the extra is imported when the module loads or later, inside the
+    command.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
-        return getattr(importlib.import_module(module), attr)
+        function = getattr(importlib.import_module(module), attr)
     except ImportError as exc:
-        missing = (exc.name or "").split(".")[0]
-        extra = _EXTRA_FOR_MODULE.get(missing)
-        if extra is None:
-            raise
-        err.print(
-            f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): pip install 'edge-seg[{extra}]'"
-        )
-        raise typer.Exit(2) from None
+        _exit_for_missing_extra(exc)
+
+    def call(**kwargs: Any) -> Any:
+        try:
+            return function(**kwargs)
+        except ImportError as exc:
+            _exit_for_missing_extra(exc)
+
+    return call
 
 
 def _version_callback(value: bool) -> None:
