@@ -1,0 +1,147 @@
+"""Post-export validation: run an artefact through the edge runtime and compare it with the Keras model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends import open_backend
+from edge_runtime.labels import CLASSES
+from edge_runtime.metrics import segmentation_scores
+from export.formats import ExportFormat
+
+MIN_FLOAT_AGREEMENT = 0.995  # fp32/fp16: share of pixels whose argmax matches the Keras model
+INT8_MEAN_TOLERANCE = 0.01  # mean |Dice delta| over foreground classes
+INT8_CLASS_TOLERANCE = 0.02  # |Dice delta| of any foreground class
+PRUNED_INT8_MEAN_TOLERANCE = 0.02  # pruned + int8: mean |Dice delta|
+_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Prepared slices (N, S, S, 1) float32 and, when known, their label masks (N, S, S)."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    source: str
+    held_out: bool = True
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 1 or len(self.images) == 0:
+            raise ValueError(f"validation images must be (N, S, S, 1) with N >= 1, got {self.images.shape}")
+        if self.labels is not None and self.labels.shape != self.images.shape[:3]:
+            raise ValueError(f"validation labels {self.labels.shape} do not match images {self.images.shape}")
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """How closely one artefact reproduces the Keras model, and whether it meets its gate."""
+
+    format: str
+    precision: str
+    backend: str
+    slices: int
+    source: str
+    held_out: bool
+    reference: str  # "ground-truth" (Dice vs labels) or "keras-prediction" (no labels given)
+    agreement: float
+    dice_keras: dict[str, float]
+    dice_artefact: dict[str, float]
+    dice_delta: dict[str, float]
+    mean_abs_delta: float
+    max_abs_delta: float
+    gate: str
+    passed: bool
+    within_tolerance: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        deltas = " ".join(f"{k} {v:+.4f}" for k, v in self.dice_delta.items() if k != CLASSES[0].short)
+        verdict = "PASS" if self.passed else "FAIL"
+        note = "" if self.within_tolerance else " (outside tolerance)"
+        return (
+            f"{self.format}: {verdict}{note} agreement {100 * self.agreement:.3f}% on {self.slices} slices; "
+            f"dDice vs Keras [{deltas}] mean|d| {self.mean_abs_delta:.4f}; gate {self.gate}"
+        )
+
+
+def predict_keras(model, images: np.ndarray) -> np.ndarray:
+    """Float per-class scores of the Keras model, in small batches."""
+    return np.concatenate([model(images[i : i + _BATCH], training=False).numpy() for i in range(0, len(images), _BATCH)])
+
+
+def predict_artefact(path: Path, images: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, str]:
+    """Per-class scores of an exported artefact through the edge runtime's own backend."""
+    backend = open_backend(path, threads=threads)
+    scores = np.concatenate([backend.predict(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)])
+    return scores, backend.name
+
+
+def compare(
+    fmt: ExportFormat,
+    keras_scores: np.ndarray,
+    artefact_scores: np.ndarray,
+    validation: ValidationSet,
+    backend: str = "",
+    pruned: bool = False,
+) -> ValidationReport:
+    """Argmax agreement and per-class Dice delta (artefact minus Keras) on the validation slices.
+
+    With labels, both models are scored against the ground truth; without, the Keras argmax is
+    the reference (its Dice is then 1 by definition). Float formats must reach 99.5 % agreement;
+    quantised formats are judged against the benchmark tolerances (reported, not blocking).
+    """
+    if keras_scores.shape != artefact_scores.shape:
+        raise ValueError(f"{fmt.name}: artefact output {artefact_scores.shape} != Keras output {keras_scores.shape}")
+    keras_pred = keras_scores.argmax(-1)
+    art_pred = artefact_scores.argmax(-1)
+    truth = validation.labels if validation.labels is not None else keras_pred
+    keras_dice = {s.short: s.dice for s in segmentation_scores(keras_pred, truth).per_class}
+    art_dice = {s.short: s.dice for s in segmentation_scores(art_pred, truth).per_class}
+    delta = {k: art_dice[k] - keras_dice[k] for k in keras_dice}
+    fg = [abs(delta[c.short]) for c in CLASSES[1:]]
+    mean_abs, max_abs = float(np.mean(fg)), float(np.max(fg))
+    agreement = float((keras_pred == art_pred).mean())
+    if fmt.is_float:
+        gate = f"agreement >= {100 * MIN_FLOAT_AGREEMENT:.1f}%"
+        passed = within = agreement >= MIN_FLOAT_AGREEMENT
+    else:
+        mean_tol = PRUNED_INT8_MEAN_TOLERANCE if pruned else INT8_MEAN_TOLERANCE
+        gate = f"mean |dDice| <= {mean_tol}, per class <= {INT8_CLASS_TOLERANCE} (reported)"
+        within = mean_abs <= mean_tol and max_abs <= INT8_CLASS_TOLERANCE
+        passed = True
+    return ValidationReport(
+        format=fmt.name,
+        precision=fmt.precision,
+        backend=backend,
+        slices=len(validation.images),
+        source=validation.source,
+        held_out=validation.held_out,
+        reference="ground-truth" if validation.labels is not None else "keras-prediction",
+        agreement=agreement,
+        dice_keras=keras_dice,
+        dice_artefact=art_dice,
+        dice_delta=delta,
+        mean_abs_delta=mean_abs,
+        max_abs_delta=max_abs,
+        gate=gate,
+        passed=bool(passed),
+        within_tolerance=bool(within),
+    )
+
+
+def validate_artefact(
+    path: Path,
+    fmt: ExportFormat,
+    keras_scores: np.ndarray,
+    validation: ValidationSet,
+    pruned: bool = False,
+    threads: int | None = None,
+) -> ValidationReport:
+    """Run `path` through open_backend on the validation slices and compare with `keras_scores`."""
+    scores, backend = predict_artefact(path, validation.images, threads=threads)
+    return compare(fmt, keras_scores, scores, validation, backend=backend, pruned=pruned)
