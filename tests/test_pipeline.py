@@ -1,0 +1,126 @@
+"""Input pipeline: paired augmentation keeps image and mask aligned; seeded datasets are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
+
+from train.pipeline import AugmentConfig, SliceArrays, augment_pair, make_dataset  # noqa: E402
+
+SIZE = 64
+# Intensity encodes the class: background 0 (the fill value), then distinct levels.
+LEVELS = np.array([0.0, 0.3, 0.5, 0.7, 0.9], np.float32)
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray]:
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:30, 8:40] = 1
+    mask[34:50, 18:30] = 3
+    mask[40:58, 42:60] = 4
+    mask[12:20, 46:56] = 2  # asymmetric, so a flip is visible
+    return LEVELS[mask][..., None], mask
+
+
+def _uniform_interior(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood holds one class (away from class borders and image edges)."""
+    windows = sliding_window_view(np.pad(mask.astype(np.int16), 1, constant_values=-1), (3, 3))
+    return (windows == mask[..., None, None]).all(axis=(-1, -2))
+
+
+def _augment(seed: int, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = _phantom()
+    out_image, out_mask = augment_pair(tf.constant(image), tf.constant(mask), tf.constant([seed, 1]), config)
+    return out_image.numpy()[..., 0], out_mask.numpy()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_geometric_augmentation_keeps_image_and_mask_aligned(seed: int) -> None:
+    image, mask = _augment(seed, AugmentConfig.geometric_only())
+    original = _phantom()[1]
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= set(range(5))  # nearest: no blended ids
+    assert (mask != original).mean() > 0.01  # the transform did something
+    interior = _uniform_interior(mask)
+    assert interior.mean() > 0.5
+    # inside each region the bilinear image still shows exactly that class's level
+    np.testing.assert_allclose(image[interior], LEVELS[mask][interior], atol=1e-4)
+    # and the check has teeth: a 2-pixel misregistration is caught
+    shifted = np.roll(mask, 2, axis=1)
+    assert np.abs(image - LEVELS[shifted])[_uniform_interior(shifted)].max() > 0.1
+
+
+def test_flip_moves_image_and_mask_together() -> None:
+    config = AugmentConfig(rotation_deg=0, scale=0, shift=0, flip=True, intensity_scale=0, gamma=0, noise_std=0)
+    _, original = _phantom()
+    flipped = 0
+    for seed in range(12):
+        image, mask = _augment(seed, config)
+        assert mask.tolist() in (original.tolist(), original[:, ::-1].tolist())
+        np.testing.assert_array_equal(image, LEVELS[mask])
+        flipped += mask.tolist() != original.tolist()
+    assert 0 < flipped < 12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_intensity_augmentation_changes_image_only_and_preserves_class_order(seed: int) -> None:
+    config = AugmentConfig(noise_std=0.0)  # full geometry + scale + gamma, no noise: levels stay flat
+    image, mask = _augment(seed, config)
+    assert image.min() >= 0.0 and image.max() <= 1.0
+    interior = _uniform_interior(mask)
+    means = []
+    for class_id in range(5):
+        values = image[interior & (mask == class_id)]
+        assert values.size > 0
+        assert values.std() < 1e-4  # one intensity per class: still aligned
+        means.append(values.mean())
+    assert means == sorted(means)  # monotone intensity transform
+    assert not np.allclose(means[1:], LEVELS[1:], atol=1e-3)  # and it did change intensities
+
+
+def test_noise_is_added_to_the_image() -> None:
+    image, mask = _augment(3, AugmentConfig(rotation_deg=0, scale=0, shift=0, flip=False, intensity_scale=0, gamma=0))
+    np.testing.assert_array_equal(mask, _phantom()[1])
+    residual = image - LEVELS[mask]
+    assert 0 < np.abs(residual).max() < 0.2
+
+
+def _arrays(n: int = 10) -> SliceArrays:
+    image, mask = _phantom()
+    rng = np.random.default_rng(0)
+    images = np.stack([np.clip(image + 0.01 * rng.normal(size=image.shape), 0, 1) for _ in range(n)]).astype(np.float32)
+    masks = np.repeat(mask[None], n, axis=0)
+    return SliceArrays(images, masks, tuple((f"P{i}", 3) for i in range(n)))
+
+
+def _epoch(ds) -> list[np.ndarray]:
+    return [images.numpy() for images, _ in ds]
+
+
+def test_seeded_dataset_is_reproducible_and_varies_between_epochs() -> None:
+    arrays = _arrays()
+    first = make_dataset(arrays, 4, training=True, seed=5)
+    epoch1, epoch2 = _epoch(first), _epoch(first)
+    again = _epoch(make_dataset(arrays, 4, training=True, seed=5))
+    other = _epoch(make_dataset(arrays, 4, training=True, seed=6))
+    assert [b.shape for b in epoch1] == [(4, SIZE, SIZE, 1), (4, SIZE, SIZE, 1), (2, SIZE, SIZE, 1)]
+    assert all(np.array_equal(a, b) for a, b in zip(epoch1, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch1, epoch2, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch1, other, strict=True))
+
+
+def test_validation_dataset_is_unchanged_and_in_order() -> None:
+    arrays = _arrays(5)
+    batches = list(make_dataset(arrays, 2, training=False))
+    images = np.concatenate([b[0].numpy() for b in batches])
+    masks = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(images, arrays.images)
+    np.testing.assert_array_equal(masks, arrays.masks)
+
+
+def test_make_dataset_rejects_empty_input() -> None:
+    empty = SliceArrays(np.zeros((0, 8, 8, 1), np.float32), np.zeros((0, 8, 8), np.uint8), ())
+    with pytest.raises(ValueError, match="empty split"):
+        make_dataset(empty, 2, training=True)
