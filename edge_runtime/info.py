@@ -1,0 +1,88 @@
+"""`edge-seg info`: a model's manifest as a table (or JSON), with its integrity check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest
+
+
+def _tensor(spec: TensorSpec) -> str:
+    shape = "x".join("N" if d is None else str(d) for d in spec.shape)
+    quant = f", scale {spec.scale:.6g}, zero point {spec.zero_point}" if spec.quantized else ""
+    return f"{spec.name}: {shape} {spec.dtype}{quant}"
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flat(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value) or "-"
+    return str(value) if value not in (None, "") else "-"
+
+
+def manifest_table(manifest: Manifest, model_path: Path, verified: str) -> Table:
+    """Key facts first (what, how big, is it intact), then tensors, preprocessing and provenance."""
+    table = Table(title=f"{model_path.name}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("name", manifest.name or "-"),
+        ("variant", manifest.variant or "-"),
+        ("format", manifest.format),
+        ("precision", manifest.precision),
+        ("integrity", verified),
+        ("sha256", manifest.sha256),
+        ("size", f"{manifest.size_bytes:,} bytes" + (f" ({manifest.gzip_bytes:,} gzipped)" if manifest.gzip_bytes else "")),
+        ("MACs per slice", f"{manifest.macs_per_slice:,}" if manifest.macs_per_slice else "-"),
+    ]
+    rows += [(f"input {i}", _tensor(t)) for i, t in enumerate(manifest.inputs)]
+    rows += [(f"output {i}", _tensor(t)) for i, t in enumerate(manifest.outputs)]
+    rows += [
+        ("preprocessing", _flat(manifest.preprocessing.to_dict())),
+        ("classes", ", ".join(f"{c.get('id')} {c.get('short')}" for c in manifest.classes)),
+    ]
+    rows += [(f"provenance {k}", _flat(v)) for k, v in manifest.provenance.items()]
+    rows += [(f"baseline {k}", _flat(v)) for k, v in manifest.baseline_metrics.items()]
+    rows += [(f"metrics {k}", _flat(v)) for k, v in manifest.metrics.items()]
+    rows += [(f"validation {k}", _flat(v)) for k, v in manifest.validation.items()]
+    if manifest.ops:
+        rows.append(("ops", ", ".join(manifest.ops)))
+    for field_name, value in rows:
+        table.add_row(field_name, value)
+    return table
+
+
+def info_command(model: Path | None = None, json_output: bool = False) -> int:
+    """Print the manifest; 0 when the model checks out, 2 when it is missing, unreadable or altered."""
+    from edge_runtime.run import UsageError, resolve_model
+
+    err = Console(stderr=True)
+    try:
+        model_path = resolve_model(model)
+        manifest = read_manifest(model_path)
+    except (UsageError, ManifestError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    try:
+        load_verified_manifest(model_path)
+        problem = None
+    except ManifestError as exc:
+        problem = str(exc)
+    if json_output:
+        data = manifest.to_dict() | {"verified": problem is None, "verification_error": problem}
+        print(json.dumps(data, indent=2))
+    else:
+        verified = "[green]ok[/] (sha256, classes and preprocessing match)" if problem is None else f"[red]FAILED[/] {problem}"
+        Console().print(manifest_table(manifest, model_path, verified))
+    if problem is not None:
+        err.print(f"[red]error:[/] {problem}")
+        return 2
+    return 0

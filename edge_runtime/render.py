@@ -1,0 +1,134 @@
+"""Pictures of results with Pillow only: Mendeley-valued label PNGs, colour overlays with a legend, contact sheets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from edge_runtime.labels import FOREGROUND, ids_to_mendeley, palette
+from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity
+
+_DISPLAY_SPEC = PreprocessSpec()  # 0.5-99.5 percentile window, as the model sees the slice
+_LEGEND_ROW = 16
+
+
+def label_image(mask: np.ndarray) -> Image.Image:
+    """8-bit grey label image in Mendeley pixel values (50 IVD, 100 PE, 150 TS, 200 AAP, 250 background)."""
+    return Image.fromarray(ids_to_mendeley(mask), mode="L")
+
+
+def display_grey(image: np.ndarray) -> np.ndarray:
+    """Raw slice -> uint8 grey with a robust percentile window."""
+    return np.round(normalize_intensity(image, _DISPLAY_SPEC) * 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _boundaries(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 4-neighbourhood holds another class (class outlines)."""
+    edge = np.zeros(mask.shape, dtype=bool)
+    edge[1:, :] |= mask[1:, :] != mask[:-1, :]
+    edge[:-1, :] |= mask[:-1, :] != mask[1:, :]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    return edge & (mask > 0)
+
+
+def overlay_image(
+    image: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 0.4,
+    legend: bool = True,
+    areas: dict[str, float] | None = None,
+    unit: str = "mm2",
+    title: str | None = None,
+) -> Image.Image:
+    """Slice in grey with classes blended in their table colours, outlined, and a legend strip below.
+
+    `areas` (short name -> area) are printed in the legend when given.
+    """
+    mask = np.asarray(mask)
+    if mask.shape != np.asarray(image).shape:
+        raise ValueError(f"overlay: mask shape {mask.shape} != image shape {np.asarray(image).shape}")
+    grey = display_grey(image).astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    colours = palette().astype(np.float32)[mask.astype(np.intp)]
+    foreground = (mask > 0)[..., None]
+    rgb = np.where(foreground, (1 - alpha) * rgb + alpha * colours, rgb)
+    edge = _boundaries(mask)
+    rgb[edge] = colours[edge]
+    picture = Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8), mode="RGB")
+    if not legend and title is None:
+        return picture
+    return _with_legend(picture, areas, unit, title if legend or title else None, legend)
+
+
+def _with_legend(picture: Image.Image, areas: dict[str, float] | None, unit: str, title: str | None, legend: bool) -> Image.Image:
+    font = _font(11)
+    rows = (1 if title else 0) + (len(FOREGROUND) if legend else 0)
+    canvas = Image.new("RGB", (max(picture.width, 170), picture.height + rows * _LEGEND_ROW + 6), (0, 0, 0))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = picture.height + 3
+    if title:
+        draw.text((4, y), title, fill=(255, 255, 255), font=font)
+        y += _LEGEND_ROW
+    if legend:
+        for cls in FOREGROUND:
+            draw.rectangle((4, y + 2, 14, y + 12), fill=cls.color)
+            text = f"{cls.short}  {cls.name}"
+            if areas is not None and cls.short in areas:
+                text = f"{cls.short}  {areas[cls.short]:.0f} {unit}"
+            draw.text((20, y), text, fill=(255, 255, 255), font=font)
+            y += _LEGEND_ROW
+    return canvas
+
+
+def contact_sheet(
+    tiles: Sequence[Image.Image],
+    captions: Sequence[str] | None = None,
+    tile_size: int = 192,
+    columns: int | None = None,
+    title: str | None = None,
+) -> Image.Image:
+    """Grid of thumbnails (aspect kept) with a caption under each and an optional title and legend."""
+    if not tiles:
+        raise ValueError("contact sheet needs at least one tile")
+    captions = list(captions) if captions is not None else [""] * len(tiles)
+    if len(captions) != len(tiles):
+        raise ValueError(f"{len(captions)} captions for {len(tiles)} tiles")
+    columns = columns or min(len(tiles), max(1, math.ceil(math.sqrt(len(tiles) * 4 / 3))))
+    rows = math.ceil(len(tiles) / columns)
+    font = _font(11)
+    caption_h = 16
+    header = (_LEGEND_ROW + 4 if title else 0) + _LEGEND_ROW + 4
+    sheet = Image.new("RGB", (columns * tile_size, header + rows * (tile_size + caption_h)), (16, 16, 16))
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    if title:
+        draw.text((4, y), title, fill=(255, 255, 255), font=font)
+        y += _LEGEND_ROW + 2
+    x = 4
+    for cls in FOREGROUND:
+        draw.rectangle((x, y + 2, x + 10, y + 12), fill=cls.color)
+        draw.text((x + 14, y), cls.short, fill=(255, 255, 255), font=font)
+        x += 60
+    for i, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
+        thumb = tile.copy()
+        thumb.thumbnail((tile_size, tile_size), Image.Resampling.BILINEAR)
+        col, row = i % columns, i // columns
+        left = col * tile_size + (tile_size - thumb.width) // 2
+        top = header + row * (tile_size + caption_h)
+        sheet.paste(thumb, (left, top + (tile_size - thumb.height) // 2))
+        draw.text((col * tile_size + 4, top + tile_size + 1), caption[:28], fill=(230, 230, 230), font=font)
+    return sheet
