@@ -1,0 +1,269 @@
+"""The one evaluation path: any predictor -> per-class Dice/IoU at original resolution, per patient.
+
+Used by `edge-seg train` (float baseline), `edge-seg evaluate` and the benchmarks (exported
+TFLite/ONNX models on an edge box), so this module never imports TensorFlow at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.atomic import atomic_write_text
+from edge_runtime.labels import CLASSES, NUM_CLASSES
+from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
+from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity, prepare_slice, restore_labels
+from train.data.mendeley import SlicePair, load_pair
+
+SPLITS = ("train", "val", "test")
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SlicePrediction:
+    """One evaluated slice at original resolution, kept for prediction plots."""
+
+    patient_id: str
+    disc: int
+    image: np.ndarray  # normalised [0, 1] float32, original size
+    truth: np.ndarray  # uint8 class ids
+    pred: np.ndarray  # uint8 class ids
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}
+
+
+@dataclass
+class EvaluationResult:
+    """Dataset-level scores (one confusion matrix over all slices) plus per-patient scores."""
+
+    scores: Scores
+    per_patient: dict[str, Scores]
+    n_slices: int
+    split: str = "test"
+    slices_per_patient: dict[str, int] = field(default_factory=dict)
+    predictions: list[SlicePrediction] | None = None
+
+    @property
+    def patients(self) -> list[str]:
+        return sorted(self.per_patient)
+
+    def spread(self) -> dict[str, Any]:
+        """Min / median / max over patients of the means and of each class's Dice and IoU."""
+        if not self.per_patient:
+            return {}
+        scores = [self.per_patient[p] for p in self.patients]
+        return {
+            "mean_dice": _stats([s.mean_dice for s in scores]),
+            "mean_iou": _stats([s.mean_iou for s in scores]),
+            "per_class": {
+                cls.short: {
+                    "dice": _stats([s.dice(cls.short) for s in scores]),
+                    "iou": _stats([s.iou(cls.short) for s in scores]),
+                }
+                for cls in CLASSES
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics.json shape: split, patients, n_slices, means, per_class, per_patient, spread."""
+        return {
+            "split": self.split,
+            "patients": self.patients,
+            "n_slices": self.n_slices,
+            **self.scores.to_dict(),
+            "per_patient": {
+                pid: {"n_slices": self.slices_per_patient.get(pid, 0), **self.per_patient[pid].to_dict()}
+                for pid in self.patients
+            },
+            "spread": self.spread(),
+        }
+
+
+def evaluate_predictor(
+    predict: Predictor,
+    pairs: Sequence[SlicePair],
+    spec: PreprocessSpec,
+    modality: str = "T2",
+    batch_size: int = 8,
+    *,
+    split: str = "test",
+    keep_predictions: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Score `predict` on `pairs` with the runtime's preprocessing and the numpy metrics.
+
+    predict: (N, S, S, 1) float32 normalised slices -> (N, S, S, C) per-class scores (any
+    backend: Keras, TFLite, ONNX). Each prediction is resized back to the slice's original
+    size (restore_labels) and compared with the original label image, so numbers do not
+    depend on the model's input size. progress(done, total) is called after each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not pairs:
+        raise ValueError("no slices to evaluate (empty split?)")
+    confusion: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    kept: list[SlicePrediction] = []
+    size = spec.input_size
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        loaded = [load_pair(pair, modality) for pair in chunk]
+        prepared = [prepare_slice(raw, spec) for raw, _ in loaded]
+        batch = np.stack([image for image, _ in prepared])[..., None].astype(np.float32)
+        scores = np.asarray(predict(batch))
+        if scores.shape != (len(chunk), size, size, NUM_CLASSES):
+            raise ValueError(
+                f"predictor returned shape {scores.shape}, expected {(len(chunk), size, size, NUM_CLASSES)}"
+            )
+        for pair, (raw, truth), (_, geometry), slice_scores in zip(chunk, loaded, prepared, scores, strict=True):
+            pred = restore_labels(slice_scores, geometry)
+            pid = pair.patient_id
+            confusion[pid] = confusion.get(pid, 0) + confusion_matrix(pred, truth)
+            counts[pid] = counts.get(pid, 0) + 1
+            if keep_predictions:
+                kept.append(SlicePrediction(pid, pair.disc, normalize_intensity(raw, spec), truth, pred))
+        if progress is not None:
+            progress(min(start + batch_size, len(pairs)), len(pairs))
+    total = sum(confusion.values())
+    return EvaluationResult(
+        scores=scores_from_confusion(total),
+        per_patient={pid: scores_from_confusion(conf) for pid, conf in confusion.items()},
+        n_slices=len(pairs),
+        split=split,
+        slices_per_patient=counts,
+        predictions=kept if keep_predictions else None,
+    )
+
+
+def keras_predictor(model, batch_size: int = 8) -> Predictor:
+    """Wrap a Keras model as a numpy predictor (inference mode, float32 out)."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+
+    return predict
+
+
+def print_scores(result: EvaluationResult, title: str, console=None) -> None:
+    """A rich table: Dice and IoU per class, foreground mean, and the spread over patients."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    spread = result.spread()
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    table.add_column("Dice", justify="right")
+    table.add_column("IoU", justify="right")
+    table.add_column("Dice per patient min / median / max", justify="right")
+    for cls in CLASSES:
+        s = spread["per_class"][cls.short]["dice"]
+        table.add_row(
+            f"{cls.short} ({cls.name})",
+            f"{result.scores.dice(cls.short):.4f}",
+            f"{result.scores.iou(cls.short):.4f}",
+            f"{s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}",
+        )
+    s = spread["mean_dice"]
+    table.add_section()
+    table.add_row(
+        "mean (foreground)",
+        f"{result.scores.mean_dice:.4f}",
+        f"{result.scores.mean_iou:.4f}",
+        f"{s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}",
+        style="bold",
+    )
+    console.print(table)
+
+
+def write_result_json(result: EvaluationResult, path: Path, **extra: Any) -> None:
+    """Write `result.to_dict()` (plus `extra` keys) atomically."""
+    atomic_write_text(Path(path), json.dumps({**result.to_dict(), **extra}, indent=2) + "\n")
+
+
+def _load_predictor(model: Path, threads: int | None) -> tuple[Predictor, PreprocessSpec, Any, dict[str, Any]]:
+    """(predict, spec, RunDir or None, provenance) for a .keras / run folder / .tflite / .onnx."""
+    suffix = model.suffix.lower()
+    if suffix in (".tflite", ".onnx"):
+        from edge_runtime.backends import open_backend
+        from edge_runtime.manifest import load_verified_manifest
+
+        manifest = load_verified_manifest(model)
+        backend = open_backend(model, threads=threads)
+        return backend.predict, manifest.preprocessing, None, dict(manifest.provenance)
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from train.run_dir import resolve_model
+
+    keras_model, run = resolve_model(model)
+    size = keras_model.input_shape[1]
+    spec = run.spec() if run is not None else PreprocessSpec(input_size=size)
+    if spec.input_size != size:
+        raise ValueError(f"{model}: model input {size} px does not match its config's preprocessing ({spec.input_size} px)")
+    return keras_predictor(keras_model), spec, run, (run.config().get("provenance", {}) if run else {})
+
+
+def split_pairs(data: Path, split: str, run=None, seed: int = 0) -> tuple[list[SlicePair], list[str]]:
+    """Pairs of `split`: from the run's split.json when known, else the data set's own split."""
+    from train.data.mendeley import index_dataset
+    from train.data.splits import load_or_create_split, pairs_for
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    pairs = index_dataset(data)
+    if not pairs:
+        raise ValueError(f"{data}: no labelled slices found")
+    splits = run.split() if run is not None and (run.path / "split.json").is_file() else load_or_create_split(data, seed)
+    chosen = pairs_for(pairs, splits, split)
+    if not chosen:
+        raise ValueError(f"{data}: no slices of the {split} patients {splits[split][:5]} found")
+    return chosen, list(splits[split])
+
+
+def evaluate_command(
+    model: Path,
+    data: Path,
+    split: str = "test",
+    json_out: Path | None = None,
+    modality: str = "T2",
+    threads: int | None = None,
+) -> EvaluationResult:
+    """`edge-seg evaluate`: table on stdout, optional JSON; bad input exits 2 with a one-line error."""
+    import typer
+    from rich.console import Console
+
+    from edge_runtime.backends import BackendError
+    from edge_runtime.progress import progress_bar
+
+    err = Console(stderr=True)
+    model, data = Path(model), Path(data)
+    try:
+        if modality not in ("T1", "T2"):
+            raise ValueError(f"unknown modality {modality!r}; choose T1 or T2")
+        if not data.is_dir():
+            raise ValueError(f"{data}: data folder not found")
+        predict, spec, run, prov = _load_predictor(model, threads)
+        pairs, _ = split_pairs(data, split, run, seed=int(prov.get("seed", 0) or 0))
+        with progress_bar(f"evaluating {split}", total=len(pairs)) as advance:
+            result = evaluate_predictor(
+                predict, pairs, spec, modality, split=split, progress=lambda done, total: advance(done)
+            )
+    except (ValueError, OSError, BackendError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    print_scores(result, f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices")
+    if json_out is not None:
+        write_result_json(result, json_out, model=str(model), data=str(data.resolve()), modality=modality)
+        err.print(f"wrote {json_out}")
+    return result
