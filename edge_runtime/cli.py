@@ -209,16 +209,25 @@ def run(
     input: Annotated[Path, typer.Argument(help="DICOM folder tree, a single file, or PNG/NPY slices.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path("edge-seg-out"),
     model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="auto, litert, tflite-runtime or onnxruntime.")] = "auto",
-    format: Annotated[str, typer.Option(help="Comma list of outputs: png,npy,overlay,seg,report.")] = (
+    format: Annotated[str, typer.Option(help="Comma list of outputs: png,npy,overlay,seg,report (or all).")] = (
         "png,npy,overlay,seg,report"
     ),
-    series: Annotated[str | None, typer.Option(help="Pick a series by description or UID.")] = None,
-    truth: Annotated[Path | None, typer.Option(help="Ground-truth label PNGs to score against.")] = None,
+    series: Annotated[
+        str | None, typer.Option(help="Pick series by description or folder substring, or by SeriesInstanceUID.")
+    ] = None,
+    truth: Annotated[Path | None, typer.Option(help="Folder of label PNGs (same stems) to score Dice/IoU against.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    ts_relative: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is relative.")] = 100.0,
+    ts_absolute: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is absolute.")] = 75.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Slices per inference call (models with a free batch).")] = 8,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead of a table.")] = False,
 ) -> None:
-    """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow)."""
+    """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow).
+
+    Exit status: 0 all selected slices processed, 1 some inputs failed (the rest is written), 2 usage or model error.
+    """
     command = load_command("edge_runtime.run", "run_command")
     raise typer.Exit(
         command(
@@ -231,6 +240,10 @@ def run(
             series=series,
             truth=truth,
             overwrite=overwrite,
+            ts_relative_mm2=ts_relative,
+            ts_absolute_mm2=ts_absolute,
+            json_output=json_output,
+            batch_size=batch_size,
         )
     )
 

@@ -168,10 +168,14 @@ def safe_name(text: str) -> str:
     return cleaned or "series"
 
 
+def _sop_class(dataset: Any) -> str:
+    """SOPClassUID, or the file meta's MediaStorageSOPClassUID when the data set lacks it."""
+    meta_class = getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", "") or ""
+    return str(dataset.get("SOPClassUID", "") or meta_class)
+
+
 def _non_image_reason(dataset: Any) -> str | None:
-    sop_class = str(dataset.get("SOPClassUID", "") or "")
-    if not sop_class:
-        sop_class = str(getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    sop_class = _sop_class(dataset)
     for prefix, what in _NON_IMAGE_SOP_CLASSES:
         if sop_class.startswith(prefix):
             return f"{what}: not an image"
@@ -180,9 +184,15 @@ def _non_image_reason(dataset: Any) -> str | None:
     modality = str(dataset.get("Modality", "") or "")
     if modality in _NON_IMAGE_MODALITIES:
         return f"{_NON_IMAGE_MODALITIES[modality]}: not an image"
-    if not _has_pixel_data(dataset) and not dataset.get("Rows"):
-        return f"no pixel data (Modality {modality or '?'}): not an image"
     return None
+
+
+def _missing_pixels_reason(dataset: Any) -> tuple[str, bool]:
+    """Why a data set without pixel data is not segmented, and whether that is a failure (truncation)."""
+    meta_class = getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", "") or ""
+    if dataset.get("Rows") or (meta_class and "SOPClassUID" not in dataset):
+        return "truncated or corrupt: the data set ends before its pixel data", True
+    return f"no pixel data (SOP class {_sop_class(dataset) or '?'}): not an image", False
 
 
 def _has_pixel_data(dataset: Any) -> bool:
@@ -349,10 +359,13 @@ def discover(input_path: Path, series: str | None = None) -> Study:
         except Exception as exc:  # pydicom raises many types for damaged files
             study.failed.append(InputIssue(path, f"truncated or corrupt DICOM header ({type(exc).__name__}: {exc})"))
             continue
-        reason = _non_image_reason(dataset) or _unsupported_image_reason(dataset)
+        reason = _non_image_reason(dataset)
         if reason is None and not _has_pixel_data(dataset):
-            study.failed.append(InputIssue(path, "truncated or corrupt: image header (Rows/Columns) but no pixel data"))
-            continue
+            reason, broken = _missing_pixels_reason(dataset)
+            if broken:
+                study.failed.append(InputIssue(path, reason))
+                continue
+        reason = reason or _unsupported_image_reason(dataset)
         if reason:
             study.skipped.append(InputIssue(path, reason))
             continue

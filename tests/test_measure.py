@@ -1,0 +1,112 @@
+"""Areas from PixelSpacing, thecal-sac stenosis grades, AP diameter and disc levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.measure import (
+    StenosisGrade,
+    StenosisThresholds,
+    ap_diameter_mm,
+    find_disc_levels,
+    grade_stenosis,
+    measure_series,
+    measure_slice,
+)
+
+
+def _mask(ivd: int = 0, pe: int = 0, ts: int = 0, aap: int = 0, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
+    """A mask with exactly the given pixel counts per class, laid out row-major."""
+    flat = np.zeros(shape[0] * shape[1], dtype=np.uint8)
+    start = 0
+    for class_id, count in ((1, ivd), (2, pe), (3, ts), (4, aap)):
+        flat[start : start + count] = class_id
+        start += count
+    return flat.reshape(shape)
+
+
+def test_areas_are_pixel_counts_times_row_and_column_spacing() -> None:
+    m = measure_slice(_mask(ivd=100, pe=37, ts=250, aap=3), (0.5, 0.8), index=4, stem="IM5")
+    assert m.unit == "mm2"
+    assert m.pixel_counts == {"IVD": 100, "PE": 37, "TS": 250, "AAP": 3}
+    assert m.areas == pytest.approx({"IVD": 40.0, "PE": 14.8, "TS": 100.0, "AAP": 1.2})
+    assert m.ts_area == pytest.approx(100.0)
+    assert m.ts_grade == "normal"  # exactly 100 mm2 is normal
+    assert (m.index, m.stem) == (4, "IM5")
+
+
+@pytest.mark.parametrize(
+    ("area", "grade"),
+    [(150.0, "normal"), (100.0, "normal"), (99.99, "relative"), (75.0, "relative"), (74.99, "absolute"), (0.5, "absolute")],
+)
+def test_stenosis_grade_boundaries(area: float, grade: str) -> None:
+    assert grade_stenosis(area) == StenosisGrade(grade)
+
+
+def test_thresholds_are_configurable_and_validated() -> None:
+    strict = StenosisThresholds(relative_mm2=120.0, absolute_mm2=70.0)
+    assert grade_stenosis(110.0, strict) == StenosisGrade.RELATIVE
+    assert grade_stenosis(72.0, strict) == StenosisGrade.RELATIVE
+    assert grade_stenosis(69.0, strict) == StenosisGrade.ABSOLUTE
+    with pytest.raises(ValueError, match="absolute"):
+        StenosisThresholds(relative_mm2=70.0, absolute_mm2=75.0)
+    m = measure_slice(_mask(ts=400), (0.5, 0.5), thresholds=strict)  # 100 mm2
+    assert m.ts_grade == "relative"
+
+
+def test_missing_pixel_spacing_gives_pixel_areas_and_no_grade() -> None:
+    m = measure_slice(_mask(ivd=10, ts=30), None)
+    assert m.unit == "px"
+    assert m.areas["TS"] == 30.0 and m.areas["IVD"] == 10.0
+    assert m.ts_grade is None and m.ts_ap_diameter_mm is None
+
+
+def test_no_thecal_sac_means_no_grade() -> None:
+    assert measure_slice(_mask(ivd=50), (1.0, 1.0)).ts_grade is None
+
+
+def test_ap_diameter_is_the_longest_ts_run_along_the_ap_axis() -> None:
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[10:30, 20:25] = 3  # 20 rows tall
+    mask[40:45, 30:34] = 3  # a second, shorter blob in other columns
+    assert ap_diameter_mm(mask, (0.5, 0.7)) == pytest.approx(20 * 0.5)
+    assert ap_diameter_mm(mask, (0.5, 0.7), ap_axis=1) == pytest.approx(5 * 0.7)
+    assert ap_diameter_mm(np.zeros((4, 4), np.uint8), (1.0, 1.0)) is None
+
+
+def test_disc_levels_are_runs_of_ivd_slices_represented_by_the_largest_disc() -> None:
+    ivd = [0, 50, 300, 200, 0, 0, 400, 30, 0]  # 30 < 10% of 400: stray pixels, not a disc
+    ts = [120, 110, 90, 95, 130, 125, 70, 80, 140]
+    masks = [_mask(ivd=i, ts=t) for i, t in zip(ivd, ts, strict=True)]
+    series = measure_series(masks, [(1.0, 1.0)] * len(masks), [f"s{k}" for k in range(len(masks))])
+    assert [(lv.first_index, lv.last_index, lv.disc_index) for lv in series.levels] == [(1, 3, 2), (6, 6, 6)]
+    first, second = series.levels
+    assert (first.number, first.disc_stem, first.ivd_area, first.ts_area, first.ts_grade) == (1, "s2", 300.0, 90.0, "relative")
+    assert (first.min_ts_area, first.min_ts_stem) == (90.0, "s2")
+    assert (second.ts_area, second.ts_grade) == (70.0, "absolute")
+    assert series.worst_grade == "absolute"
+
+
+def test_failed_slices_are_left_out_and_break_level_runs() -> None:
+    masks = [_mask(ivd=100, ts=200), None, _mask(ivd=120, ts=200)]
+    series = measure_series(masks, [(1.0, 1.0)] * 3, ["a", "b", "c"])
+    assert [m.index for m in series.slices] == [0, 2]
+    assert [lv.disc_index for lv in series.levels] == [0, 2]
+
+
+def test_mixed_units_are_reported_as_mixed() -> None:
+    series = measure_series([_mask(ts=4), _mask(ts=4)], [(1.0, 1.0), None], ["a", "b"])
+    assert series.unit == "mixed"
+    assert [m.unit for m in series.slices] == ["mm2", "px"]
+
+
+def test_out_of_range_class_ids_are_rejected() -> None:
+    with pytest.raises(ValueError, match="class ids"):
+        measure_slice(np.full((4, 4), 7, np.uint8), (1.0, 1.0))
+
+
+def test_no_disc_anywhere_means_no_levels() -> None:
+    slices = [measure_slice(_mask(ts=10), (1.0, 1.0), index=k) for k in range(3)]
+    assert find_disc_levels(slices) == []
+    assert find_disc_levels([]) == []
