@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.preprocessing import PreprocessSpec
 from export.formats import ExportInputError
 
 
@@ -34,3 +36,49 @@ def as_calibration(calibration: np.ndarray | CalibrationSet, input_size: int) ->
     if not np.isfinite(images).all():
         raise ExportInputError("calibration data holds NaN or infinite values")
     return CalibrationSet(images.astype(np.float32, copy=False), calibration.source, calibration.patients)
+
+
+def spread_pick(items: list, n: int) -> list:
+    """`n` items evenly spaced over a sorted list: deterministic and spread across patients."""
+    if n >= len(items):
+        return list(items)
+    idx = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def calibration_slices(
+    data: Path, spec: PreprocessSpec, samples: int, modality: str = "T2", run=None, seed: int = 0
+) -> CalibrationSet:
+    """`samples` prepared slices of the TRAINING split's patients (never validation or test).
+
+    The split is the run's split.json when `run` is given, else the data set's own split for
+    `seed`. Slices go through edge_runtime.preprocessing.prepare_slice, like inference. Raises
+    ExportInputError when the folder is missing, holds no training slices, or fewer than asked.
+    """
+    from train.evaluate import split_pairs
+    from train.pipeline import prepare_arrays
+
+    data = Path(data)
+    if samples < 1:
+        raise ExportInputError(f"calibration samples must be >= 1, got {samples}")
+    if not data.is_dir():
+        raise ExportInputError(f"{data}: calibration data folder not found")
+    try:
+        pairs, _ = split_pairs(data, "train", run, seed=seed)
+    except (ValueError, OSError) as exc:
+        raise ExportInputError(f"{data}: no usable training slices for calibration ({exc})") from exc
+    if len(pairs) < samples:
+        raise ExportInputError(
+            f"{data}: asked for {samples} calibration slices but the training split has only {len(pairs)}; "
+            f"pass --calibration-samples {len(pairs)} or fewer"
+        )
+    chosen = spread_pick(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), samples)
+    try:
+        arrays = prepare_arrays(chosen, spec, modality)
+    except (ValueError, OSError) as exc:
+        raise ExportInputError(f"{data}: cannot read calibration slices ({exc})") from exc
+    return CalibrationSet(
+        arrays.images,
+        source=f"{len(chosen)} {modality} slices of {len({p.patient_id for p in chosen})} training-split patients in {data}",
+        patients=tuple(sorted({p.patient_id for p in chosen})),
+    )

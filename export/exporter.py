@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,11 +18,12 @@ from edge_runtime import __version__
 from edge_runtime.labels import CLASSES
 from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
 from edge_runtime.preprocessing import PreprocessSpec
-from export.calibration import CalibrationSet, as_calibration
+from export.calibration import CalibrationSet, as_calibration, calibration_slices
 from export.formats import ExportFormat, ExportInputError, parse_formats
 from export.graph_ops import OpReport, onnx_ops, tflite_ops
-from export.model_io import is_qat_model
-from export.validate import ValidationReport, ValidationSet, predict_keras, validate_artefact
+from export.model_io import is_qat_model, load_keras_model
+from export.validate import ValidationReport, ValidationSet, held_out_validation_set, predict_keras, validate_artefact
+from train.provenance import git_state
 
 _SYNTHETIC_SLICES = 4
 
@@ -66,25 +67,6 @@ class ExportResult:
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
         }
-
-
-def git_commit() -> dict[str, Any]:
-    """Commit of the edge-seg source tree that ran the export, and whether it had local changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": bool(dirty)}
 
 
 def gzip_size(path: Path) -> int:
@@ -210,7 +192,7 @@ def export_model(
     pruned = bool(provenance.get("pruned"))
     common_provenance = {
         **provenance,
-        **git_commit(),
+        **git_state(),
         "exported_by": f"edge-seg {__version__} export",
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quantization_aware": qat,
@@ -314,4 +296,166 @@ def _export_one(
     return result
 
 
-__all__ = ["ExportGateError", "ExportInputError", "ExportResult", "export_model", "gzip_size"]
+VALIDATION_SLICES = 64
+
+
+@dataclass
+class ExportSource:
+    """A model to export with everything known about it: spec, run folder, config, float baseline."""
+
+    model: Any
+    path: Path
+    spec: PreprocessSpec
+    run: Any  # train.run_dir.RunDir or None
+    config: dict[str, Any]
+    name: str
+
+
+def _run_model_file(run) -> Path:
+    """A run's model: config "model_file" when set (QAT runs save model.h5), else model.keras."""
+    return run.path / str(run.config().get("model_file", run.model_path.name))
+
+
+def resolve_source(model_or_run: Path) -> ExportSource:
+    """Load a run folder, a run's model file, or a bare .keras/.h5 model, refusing anything else."""
+    from train.run_dir import RunDir, RunDirError
+
+    path = Path(model_or_run)
+    if not path.exists():
+        raise ExportInputError(f"{path}: no such model file or run folder")
+    try:
+        if path.is_dir():
+            run = RunDir(path)
+            if not run.is_run():
+                raise ExportInputError(f"{path}: not a run folder (no config.json) and not a Keras model")
+            model_path = _run_model_file(run)
+        else:
+            model_path = path
+            run = RunDir(path.parent)
+            run = run if run.is_run() and _run_model_file(run).resolve() == path.resolve() else None
+        model = load_keras_model(model_path)
+        config = run.config() if run is not None else {}
+        size = (getattr(model, "input_shape", None) or (None, 0))[1]
+        spec = run.spec() if run is not None else PreprocessSpec(input_size=int(size or 0))
+    except RunDirError as exc:
+        raise ExportInputError(str(exc)) from exc
+    name = (run.path.resolve().name if run is not None else model_path.stem) or "model"
+    return ExportSource(model, model_path, spec, run, config, name)
+
+
+def _baseline(run) -> dict[str, Any]:
+    """The run's float metrics without the per-patient detail (kept in metrics.json)."""
+    if run is None or not (run.path / "metrics.json").is_file():
+        return {}
+    metrics = run.metrics()
+    keep = ("split", "n_slices", "mean_dice", "mean_iou", "per_class")
+    return {k: metrics[k] for k in keep if k in metrics} | {"patients": len(metrics.get("patients", []))}
+
+
+def _provenance(source: ExportSource) -> dict[str, Any]:
+    config = source.config
+    optimization = config.get("optimization") or {}
+    return {
+        "recipe": {k: config[k] for k in ("arch", "encoder", "image_size", "base_filters", "epochs", "lr") if k in config},
+        "data": config.get("data"),
+        "modality": config.get("modality"),
+        "seed": config.get("seed"),
+        "training": config.get("provenance"),
+        "optimization": optimization or None,
+        "pruned": bool(optimization.get("prune")),
+        "source_model": str(source.path.resolve()),
+        "source_sha256": sha256_file(source.path),
+    }
+
+
+def _data_folder(source: ExportSource, calibration_data: Path | None) -> Path | None:
+    if calibration_data is not None:
+        return Path(calibration_data)
+    data = source.config.get("data")
+    return Path(data) if data and Path(data).is_dir() else None
+
+
+def export_command(
+    model_or_run: Path,
+    out: Path,
+    formats: str = "all",
+    calibration_data: Path | None = None,
+    calibration_samples: int = 64,
+    name: str | None = None,
+    validation_slices: int = VALIDATION_SLICES,
+    threads: int | None = None,
+) -> list[ExportResult]:
+    """`edge-seg export`: bad input -> one line on stderr, exit 2; a failed gate -> the numbers, exit 1.
+
+    Calibration slices come from the training split of --calibration-data (default: the run's
+    data folder); validation uses up to `validation_slices` test-split slices of the same data.
+    A JSON summary `<name>-export.json` lands beside the artefacts.
+    """
+    import typer
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        source = resolve_source(model_or_run)
+        qat = is_qat_model(source.model)
+        fmts = parse_formats(formats, qat=qat)
+        _check_model(source.model, source.spec)
+        data = _data_folder(source, calibration_data)
+        modality = str(source.config.get("modality", "T2"))
+        seed = int(source.config.get("seed", 0) or 0)
+        needs = [f.name for f in fmts if f.calibrated and not qat]
+        calibration = None
+        if needs:
+            if data is None:
+                raise ExportInputError(
+                    f"{', '.join(needs)} need calibration slices: pass --calibration-data DIR (a data set folder)"
+                )
+            calibration = calibration_slices(data, source.spec, calibration_samples, modality, source.run, seed)
+        validation = None
+        if data is not None:
+            try:
+                validation = held_out_validation_set(data, source.spec, validation_slices, modality, source.run, seed)
+            except (ValueError, OSError) as exc:
+                err.print(f"[yellow]warning:[/] no held-out validation slices in {data} ({exc})")
+        if validation is None:
+            err.print("[yellow]warning:[/] no data set known: validating on calibration or synthetic slices, not held-out data")
+        results = export_model(
+            source.model,
+            Path(out),
+            [f.name for f in fmts],
+            source.spec,
+            calibration=calibration,
+            validation=validation,
+            name=name or source.name,
+            provenance=_provenance(source),
+            baseline_metrics=_baseline(source.run),
+            macs=source.config.get("macs_per_slice"),
+            threads=threads,
+        )
+    except ExportInputError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ExportGateError as exc:
+        _report(exc.results, err)
+        _write_summary(exc.results, Path(out), name or source.name)
+        err.print(f"[red]error:[/] export failed its gate: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    _report(results, err)
+    _write_summary(results, Path(out), name or source.name)
+    return results
+
+
+def _report(results: list[ExportResult], err) -> None:
+    for r in results:
+        line = r.validation.summary() if r.validation is not None else f"{r.format}: FAIL"
+        if r.error:
+            line += f" - {r.error}"
+        sizes = f"{r.size_bytes / 1024:.1f} KiB (gzip {r.gzip_bytes / 1024:.1f} KiB)" if r.size_bytes else ""
+        err.print(f"{line} | {sizes} | {r.convert_seconds:.1f}s convert", soft_wrap=True, markup=False)
+
+
+def _write_summary(results: list[ExportResult], out: Path, name: str) -> None:
+    from edge_runtime.atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}-export.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")

@@ -145,3 +145,21 @@ def validate_artefact(
     """Run `path` through open_backend on the validation slices and compare with `keras_scores`."""
     scores, backend = predict_artefact(path, validation.images, threads=threads)
     return compare(fmt, keras_scores, scores, validation, backend=backend, pruned=pruned)
+
+
+def held_out_validation_set(
+    data: Path, spec, slices: int, modality: str = "T2", run=None, seed: int = 0, split: str = "test"
+) -> ValidationSet:
+    """Up to `slices` prepared slices with labels from held-out patients (the test split by default,
+    the patients the float baseline in metrics.json was scored on)."""
+    from export.calibration import spread_pick
+    from train.evaluate import split_pairs
+    from train.pipeline import prepare_arrays
+
+    pairs, _ = split_pairs(Path(data), split, run, seed=seed)
+    chosen = spread_pick(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), slices)
+    arrays = prepare_arrays(chosen, spec, modality)
+    patients = len({p.patient_id for p in chosen})
+    return ValidationSet(
+        arrays.images, arrays.masks, f"{len(chosen)} {modality} slices of {patients} {split}-split patients in {data}"
+    )

@@ -1,0 +1,259 @@
+"""Export: every format is written, verified by its manifest, runs in the edge runtime and is validated."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime.backends import BackendError, open_backend
+from edge_runtime.manifest import ManifestError, load_verified_manifest, read_manifest
+from edge_runtime.preprocessing import PreprocessSpec
+
+SIZE = 32
+SPEC = PreprocessSpec(input_size=SIZE)
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """Smooth blob images in [0, 1] (closer to MR slices than white noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    out = np.zeros((n, SIZE, SIZE, 1), np.float32)
+    for i in range(n):
+        for _ in range(4):
+            cy, cx, r, v = rng.random(4)
+            out[i, ..., 0] += v * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.02 + 0.05 * r))
+    return np.clip(out / out.max(axis=(1, 2, 3), keepdims=True), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from train.models import unet
+
+    return unet(input_size=SIZE, depth=2, base_filters=4)
+
+
+@pytest.fixture(scope="module")
+def validation():
+    from export.validate import ValidationSet
+
+    images = _images(6, seed=2)
+    labels = (images[..., 0] * 4.99).astype(np.uint8)  # any valid class ids: only deltas matter
+    return ValidationSet(images, labels, "blob test slices")
+
+
+@pytest.fixture(scope="module")
+def exported(model, validation, tmp_path_factory):
+    from export.exporter import export_model
+
+    out = tmp_path_factory.mktemp("artefacts")
+    results = export_model(
+        model,
+        out,
+        "all",
+        SPEC,
+        calibration=_images(8, seed=1),
+        validation=validation,
+        name="tiny",
+        provenance={"recipe": {"arch": "unet"}, "seed": 3},
+        baseline_metrics={"mean_dice": 0.5},
+    )
+    return out, {r.format: r for r in results}
+
+
+def test_every_format_is_written_with_a_manifest_that_verifies(exported):
+    out, results = exported
+    assert set(results) == {"tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8"}
+    for fmt, result in results.items():
+        path = out / f"tiny-{fmt}.{fmt.split('-')[0]}"
+        assert result.path == path and path.is_file()
+        manifest = load_verified_manifest(path)
+        data = path.read_bytes()
+        assert manifest.sha256 == hashlib.sha256(data).hexdigest()
+        assert manifest.size_bytes == len(data) == result.size_bytes
+        assert manifest.gzip_bytes == len(gzip.compress(data, compresslevel=9, mtime=0))
+        assert manifest.variant == fmt and manifest.format == fmt.split("-")[0]
+        assert manifest.preprocessing == SPEC
+        assert manifest.baseline_metrics == {"mean_dice": 0.5}
+        assert manifest.provenance["seed"] == 3 and "git_commit" in manifest.provenance
+        assert manifest.ops and manifest.validation["passed"] is True
+        assert manifest.macs_per_slice and manifest.macs_per_slice > 0
+        assert manifest.inputs[0].shape == [None, SIZE, SIZE, 1]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
+    assert results["tflite-fp16"].size_bytes < results["tflite-fp32"].size_bytes
+    assert results["tflite-int8"].size_bytes < results["tflite-fp16"].size_bytes
+
+
+def test_int8_tflite_has_int8_io_and_only_integer_compute(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.graph_ops import tflite_ops
+
+    out, _ = exported
+    path = out / "tiny-tflite-int8.tflite"
+    interpreter = Interpreter(model_path=str(path))
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
+    assert list(inp["shape_signature"]) == [-1, SIZE, SIZE, 1]
+    manifest = read_manifest(path)
+    assert manifest.inputs[0].dtype == "int8" and manifest.inputs[0].scale == pytest.approx(inp["quantization"][0])
+    assert manifest.inputs[0].zero_point == inp["quantization"][1]
+    assert manifest.outputs[0].scale == pytest.approx(outp["quantization"][0])
+    report = tflite_ops(path)
+    assert report.float_ops == [] and "CONV_2D" in report.ops
+    # the float model really is float, so the check can fail
+    assert "CONV_2D" in tflite_ops(out / "tiny-tflite-fp32.tflite").float_ops
+
+
+def test_every_tflite_keeps_a_free_batch_dimension(exported):
+    out, _ = exported
+    images = _images(3, seed=5)
+    for path in out.glob("*.tflite"):
+        backend = open_backend(path, threads=1)
+        assert backend.batch_free, path.name
+        assert backend.predict(images).shape == (3, SIZE, SIZE, 5)
+
+
+def test_onnx_uses_opset_17_free_batch_and_per_channel_qdq(exported):
+    import onnx
+
+    from export.graph_ops import onnx_ops
+
+    out, _ = exported
+    fp32 = onnx.load(str(out / "tiny-onnx-fp32.onnx"))
+    onnx.checker.check_model(fp32, full_check=True)
+    assert max(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert not fp32.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
+    int8 = onnx.load(str(out / "tiny-onnx-int8.onnx"))
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    inits = {i.name: i for i in int8.graph.initializer}
+    conv_weight_dq = [
+        n for n in int8.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) == 4
+    ]
+    assert conv_weight_dq, "conv weights should be stored as int8 initialisers"
+    scale = inits[conv_weight_dq[0].input[1]]
+    assert len(scale.dims) == 1 and scale.dims[0] > 1  # one scale per output channel
+    assert onnx_ops(out / "tiny-onnx-int8.onnx").float_ops == []
+    assert "Conv" in onnx_ops(out / "tiny-onnx-fp32.onnx").float_ops
+
+
+def test_validation_numbers_match_an_independent_run(exported, model, validation):
+    from edge_runtime.metrics import segmentation_scores
+
+    _, results = exported
+    keras_pred = model(validation.images, training=False).numpy().argmax(-1)
+    for fmt in ("tflite-fp32", "tflite-int8", "onnx-int8"):
+        path = results[fmt].path
+        pred = open_backend(path, threads=1).predict(validation.images).argmax(-1)
+        report = results[fmt].validation
+        assert report.agreement == pytest.approx(float((pred == keras_pred).mean()))
+        expected = segmentation_scores(pred, validation.labels).dice("TS") - segmentation_scores(
+            keras_pred, validation.labels
+        ).dice("TS")
+        assert report.dice_delta["TS"] == pytest.approx(expected)
+        assert report.reference == "ground-truth" and report.slices == len(validation.images)
+    assert results["tflite-fp32"].validation.agreement >= 0.995
+    assert results["onnx-fp32"].validation.agreement >= 0.995
+    assert results["tflite-fp16"].validation.agreement >= 0.995
+
+
+def test_compare_computes_dice_delta_by_hand():
+    from export.formats import FORMATS
+    from export.validate import ValidationSet, compare
+
+    labels = np.zeros((1, 4, 4), np.uint8)
+    labels[0, :2, :2] = 1  # 4 IVD pixels
+    keras = np.zeros((1, 4, 4, 5), np.float32)
+    keras[..., 0] = 1
+    keras[0, :2, :2] = [0, 1, 0, 0, 0]  # perfect
+    artefact = keras.copy()
+    artefact[0, 0, 0] = [1, 0, 0, 0, 0]  # misses one IVD pixel: Dice 2*3/(4+3) = 6/7
+    report = compare(FORMATS["tflite-int8"], keras, artefact, ValidationSet(np.zeros((1, 4, 4, 1), np.float32), labels, "x"))
+    assert report.agreement == pytest.approx(15 / 16)
+    assert report.dice_delta["IVD"] == pytest.approx(6 / 7 - 1)
+    assert report.mean_abs_delta == pytest.approx((1 - 6 / 7) / 4)
+    assert report.passed and not report.within_tolerance  # int8 is reported, not blocked
+    fp32 = compare(FORMATS["tflite-fp32"], keras, artefact, ValidationSet(np.zeros((1, 4, 4, 1), np.float32), labels, "x"))
+    assert not fp32.passed  # 93.75 % < 99.5 %
+
+
+def test_failed_gate_writes_nothing_and_reports_numbers(model, tmp_path, monkeypatch):
+    import export.validate
+    from export.exporter import ExportGateError, export_model
+
+    monkeypatch.setattr(export.validate, "MIN_FLOAT_AGREEMENT", 1.01)  # no artefact can pass
+    with pytest.raises(ExportGateError, match=r"tflite-fp32: FAIL .*agreement 100\.000%") as info:
+        export_model(model, tmp_path, "tflite-fp32", SPEC)
+    assert [r.passed for r in info.value.results] == [False]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_export_input_is_refused(model, tmp_path):
+    from export.exporter import export_model
+    from export.formats import ExportInputError, parse_formats
+
+    with pytest.raises(ExportInputError, match="unknown export format 'tflite-int4'"):
+        parse_formats("tflite-fp32,tflite-int4")
+    with pytest.raises(ExportInputError, match="tflite-int8 need calibration"):
+        export_model(model, tmp_path, "tflite-int8", SPEC)
+    with pytest.raises(ExportInputError, match=r"calibration data has shape \(4, 16, 16, 1\)"):
+        export_model(model, tmp_path, "onnx-int8", SPEC, calibration=np.zeros((4, 16, 16, 1), np.float32))
+    with pytest.raises(ExportInputError, match="does not match the preprocessing spec"):
+        export_model(model, tmp_path, "tflite-fp32", PreprocessSpec(input_size=64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupted_artefact_is_refused_by_the_runtime(exported, tmp_path):
+    out, _ = exported
+    for name in ("tiny-tflite-int8.tflite", "tiny-onnx-fp32.onnx"):
+        source = out / name
+        copy = tmp_path / name
+        data = bytearray(source.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        copy.write_bytes(bytes(data))
+        (tmp_path / f"{name}.json").write_text((out / f"{name}.json").read_text())
+        with pytest.raises(ManifestError, match="sha256 .* does not match"):
+            load_verified_manifest(copy)
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer at all" * 10)
+    with pytest.raises(BackendError, match="garbage.tflite"):
+        open_backend(garbage, threads=1)
+
+
+def test_export_command_cli_errors_exit_2(model, tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_runtime.cli import app
+
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--formats", "tflite-int4"])
+    assert result.exit_code == 2 and "unknown export format 'tflite-int4'" in result.output
+    result = runner.invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--formats", "tflite-int8"])
+    assert result.exit_code == 2 and "--calibration-data" in result.output
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(model_path.read_bytes()[:2000])
+    result = runner.invoke(app, ["export", str(corrupt), "--out", str(tmp_path / "o"), "--formats", "tflite-fp32"])
+    assert result.exit_code == 2 and "corrupt.keras" in result.output and "not a Keras model" in result.output
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    result = runner.invoke(app, ["export", str(text), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a Keras model" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_command_writes_a_summary(model, tmp_path):
+    from export.exporter import export_command
+
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    results = export_command(model_path, tmp_path / "o", "onnx-fp32")
+    summary = json.loads((tmp_path / "o" / "m-export.json").read_text())
+    assert [s["format"] for s in summary] == ["onnx-fp32"] and summary[0]["passed"]
+    assert results[0].path == tmp_path / "o" / "m-onnx-fp32.onnx"
+    assert read_manifest(results[0].path).provenance["source_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
