@@ -1,0 +1,739 @@
+"""Synthetic axial lumbar-spine MRI phantom: anatomy, T1/T2 contrast and acquisition model (numpy only).
+
+Each patient is a random draw of body habitus and three disc levels (D3 = L3-L4, D4 = L4-L5,
+D5 = L5-S1). A slice is an ordered list of shapes in millimetres, each painted with a tissue.
+Large soft-tissue layers are rasterised at 1x, the spine region at 2x; the 2x2 average gives
+partial volume. Labels are the tissues' classes at 1x pixel centres, painted from the same
+shapes, so every labelled pixel belongs to a structure that is also drawn in intensity.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from edge_runtime.labels import BY_SHORT
+from train.data.phantom_geometry import (
+    SIZE,
+    SPACING_MM,
+    Diff,
+    Frame,
+    Grid,
+    Inter,
+    Op,
+    Paint,
+    Prim,
+    RadialLayers,
+    Shape,
+    Union,
+    capsule,
+    ellipse,
+    halfplane_curve,
+    paint,
+    polygon,
+    superellipse,
+)
+
+__all__ = [
+    "DISCS", "MAX_VALUE", "SIZE", "SPACING_MM", "STENOSIS_MM2", "LevelAnatomy", "PatientAnatomy",
+    "Scene", "SliceImages", "Tissue", "build_scene", "render_labels", "render_slice", "sample_patient",
+]
+
+DISCS = (3, 4, 5)
+"""The three lowest disc levels, as in the Mendeley set: L3-L4, L4-L5, L5-S1."""
+STENOSIS_MM2 = 75.0
+"""Absolute central stenosis: thecal-sac cross-sectional area below this (mm2)."""
+MAX_VALUE = 4095
+"""12-bit intensities."""
+OVERSAMPLE = 2
+ZONES = ("disc", "endplate", "pedicle")
+"""Slice positions: through a disc, through a vertebral body near its endplate, at its pedicles."""
+
+
+class Tissue(IntEnum):
+    """Tissue types painted into the phantom; each maps to one segmentation class."""
+
+    AIR = 0
+    SKIN = 1
+    SUBCUT_FAT = 2
+    WALL_MUSCLE = 3
+    BOWEL = 4
+    BOWEL_FAT = 5
+    BOWEL_WALL = 6
+    BOWEL_FLUID = 7
+    BOWEL_GAS = 8
+    FAT = 9
+    MUSCLE = 10
+    ARTERY = 11
+    VEIN = 12
+    CORTEX = 13
+    MARROW = 14
+    ANNULUS = 15
+    TRANSITION = 16
+    NUCLEUS = 17
+    HERNIA = 18
+    PE_CORTEX = 19
+    PE_MARROW = 20
+    FACET_FLUID = 21
+    CSF = 22
+    DURA = 23
+    CAUDA = 24
+    EPIDURAL_FAT = 25
+    FLAVUM = 26
+    ROOT = 27
+    BOWEL_CONTENT = 28
+
+
+T = Tissue
+# tissue: (class short name, T1 signal, T2 signal, texture amplitude). Signals are relative to
+# fat on T1 and CSF on T2 (turbo spin echo: CSF dark on T1, bright on T2; fat bright on both;
+# flowing blood and cortical bone dark on both).
+_TISSUES: dict[Tissue, tuple[str, float, float, float]] = {
+    T.AIR: ("BG", 0.0, 0.0, 0.0),
+    T.SKIN: ("BG", 0.55, 0.45, 0.05),
+    T.SUBCUT_FAT: ("BG", 1.0, 0.80, 0.05),
+    T.WALL_MUSCLE: ("BG", 0.33, 0.23, 0.10),
+    T.BOWEL: ("BG", 0.5, 0.5, 0.1),
+    T.BOWEL_FAT: ("BG", 0.92, 0.72, 0.08),
+    T.BOWEL_WALL: ("BG", 0.42, 0.32, 0.12),
+    T.BOWEL_FLUID: ("BG", 0.24, 0.95, 0.15),
+    T.BOWEL_CONTENT: ("BG", 0.45, 0.42, 0.25),
+    T.BOWEL_GAS: ("BG", 0.02, 0.02, 0.0),
+    T.FAT: ("BG", 0.97, 0.76, 0.05),
+    T.MUSCLE: ("BG", 0.32, 0.21, 0.10),
+    T.ARTERY: ("BG", 0.04, 0.03, 0.0),
+    T.VEIN: ("BG", 0.22, 0.30, 0.10),
+    T.CORTEX: ("BG", 0.05, 0.04, 0.0),
+    T.MARROW: ("BG", 0.80, 0.52, 0.14),
+    T.ANNULUS: ("IVD", 0.30, 0.12, 0.06),
+    T.TRANSITION: ("IVD", 0.34, 0.45, 0.08),
+    T.NUCLEUS: ("IVD", 0.40, 0.90, 0.06),
+    T.HERNIA: ("IVD", 0.36, 0.45, 0.06),
+    T.PE_CORTEX: ("PE", 0.06, 0.05, 0.0),
+    T.PE_MARROW: ("PE", 0.70, 0.46, 0.12),
+    T.FACET_FLUID: ("PE", 0.18, 0.70, 0.0),
+    T.CSF: ("TS", 0.12, 1.00, 0.02),
+    T.DURA: ("TS", 0.20, 0.25, 0.0),
+    T.CAUDA: ("TS", 0.30, 0.34, 0.0),
+    T.EPIDURAL_FAT: ("AAP", 0.95, 0.72, 0.05),
+    T.FLAVUM: ("AAP", 0.26, 0.20, 0.04),
+    T.ROOT: ("AAP", 0.34, 0.30, 0.0),
+}
+N_TISSUES = max(Tissue) + 1
+_ORDER = sorted(Tissue)  # tables are indexed by tissue value
+assert [int(t) for t in _ORDER] == list(range(N_TISSUES)) and set(_TISSUES) == set(Tissue)
+CLASS_OF_TISSUE = np.array([BY_SHORT[_TISSUES[t][0]].id for t in _ORDER], dtype=np.uint8)
+_BASE = (np.array([_TISSUES[t][1] for t in _ORDER]), np.array([_TISSUES[t][2] for t in _ORDER]))
+_TEXTURE = np.array([_TISSUES[t][3] for t in _ORDER], dtype=np.float32)
+_SOFT = frozenset({T.BOWEL, T.FAT, T.WALL_MUSCLE, T.MUSCLE})  # what muscles and vessels may displace
+
+
+@dataclass(frozen=True)
+class LevelAnatomy:
+    """Shape parameters of one disc level (millimetres, radians; u = patient left, v = posterior)."""
+
+    disc: int
+    frame: Frame
+    disc_a: tuple[float, float]  # lateral half-widths (patient right, patient left)
+    disc_b: tuple[float, float]  # anterior and posterior half-depths
+    disc_p: float
+    notch_depth: float
+    notch_ru: float
+    notch_rv: float
+    bulge: float
+    hernia: tuple[float, float, float] | None  # (u centre, half width, protrusion)
+    nucleus_t2: float
+    nucleus_size: float
+    cleft: bool
+    ts_w: float
+    ts_ap: float
+    ts_du: float
+    ant_fat: float
+    post_fat: float
+    lat_fat: float
+    flavum_r: float
+    facet_angle: float
+    facet_scale: tuple[float, float]
+    lamina_r: float
+    spinous_len: float
+    spinous_r: float
+    spinous_tilt: float
+    psoas: tuple[float, float, float]  # radii (u, v) and v offset of the centre
+    psoas_asym: float
+    paraspinal: tuple[float, float, float]  # half width, bulge behind spinous tip, fat septum radius
+    fat_streaks: tuple[tuple[float, float, float, float, float], ...]  # (u, v) in lobe units, angle, length, r
+    iliac: bool
+    vessel_jitter: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class PatientAnatomy:
+    """One synthetic patient: habitus, three levels, contrast and acquisition settings."""
+
+    seed: int
+    index: int
+    theta: float
+    body_a: float
+    body_b: tuple[float, float]  # anterior / posterior half-depth
+    body_p: tuple[float, float]
+    body_dx: float
+    body_harmonics: tuple[tuple[int, float, float], ...]
+    groove: float
+    fat: float
+    fat_bias: tuple[float, float]  # extra anterior / posterior share
+    wall: float
+    levels: dict[int, LevelAnatomy]
+    gain: tuple[float, float]
+    snr: tuple[float, float]
+    blur_sigma: float
+    bias: tuple[float, float, float, float, float]
+    contrast_jitter: tuple[np.ndarray, np.ndarray]
+    slice_spacing: float
+    extra_slices: tuple[int, int]  # DICOM slices above D3 / below D5
+    series_number: int
+
+    @property
+    def pid(self) -> str:
+        """Zero-padded 4-digit patient id, as in the file names."""
+        return f"{self.index + 1:04d}"
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
+
+
+def sample_patient(seed: int, index: int) -> PatientAnatomy:
+    """Draw patient `index` (0-based) of data set `seed`; independent of how many are drawn."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+    rng = _rng(seed, index, 0)
+    scale = rng.uniform(0.9, 1.1)
+    theta = float(np.clip(rng.normal(0.0, 0.06), -0.12, 0.12))
+    cx, cy = rng.uniform(-8.0, 8.0), rng.uniform(-20.0, -6.0)
+    levels = {d: _sample_level(rng, d, scale, theta, cx, cy) for d in DISCS}
+    return PatientAnatomy(
+        seed=seed, index=index, theta=theta,
+        body_a=rng.uniform(130.0, 185.0),
+        body_b=(rng.uniform(75.0, 150.0), rng.uniform(85.0, 130.0)),
+        body_p=(rng.uniform(2.0, 2.4), rng.uniform(2.4, 3.2)),
+        body_dx=rng.normal(0.0, 4.0),
+        body_harmonics=tuple((k, rng.uniform(0.0, 0.02), rng.uniform(0, 2 * math.pi)) for k in (2, 3, 4, 5)),
+        groove=rng.uniform(0.0, 5.0),
+        fat=rng.uniform(5.0, 26.0),
+        fat_bias=(rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.5)),
+        wall=rng.uniform(6.0, 12.0),
+        levels=levels,
+        gain=(rng.uniform(1800.0, 3000.0), rng.uniform(1800.0, 3200.0)),
+        snr=(rng.uniform(18.0, 45.0), rng.uniform(12.0, 35.0)),
+        blur_sigma=rng.uniform(0.3, 0.65),
+        bias=tuple(float(b) for b in (rng.normal(0, 0.12), rng.uniform(0.05, 0.3), rng.normal(0, 0.1),
+                                      rng.normal(0, 0.1), rng.normal(0, 0.08))),
+        contrast_jitter=(rng.normal(1.0, 0.04, N_TISSUES), rng.normal(1.0, 0.04, N_TISSUES)),
+        slice_spacing=rng.uniform(6.6, 8.0),
+        extra_slices=(int(rng.integers(0, 3)), int(rng.integers(1, 3))),
+        series_number=int(rng.integers(3, 10)),
+    )
+
+
+def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: float, cx: float,
+                  cy: float) -> LevelAnatomy:
+    k = disc - DISCS[0]
+    lvl_theta = float(np.clip(theta + rng.uniform(-0.05, 0.05), -math.radians(10), math.radians(10)))
+    centre = (cx + rng.uniform(-3.0, 3.0), cy + rng.uniform(-3.0, 3.0) + (0.0, 2.0, 5.0)[k])
+    a = float(np.clip(scale * (21.5 + 1.3 * k) + rng.normal(0.0, 1.0), 20.0, 27.0))
+    asym = rng.uniform(-0.05, 0.05)
+    ap = float(np.clip(scale * (31.0 + 0.8 * k) + rng.normal(0.0, 1.5), 28.5, 37.0))
+    b_front = ap * rng.uniform(0.52, 0.57)
+    bulge = rng.uniform(0.5, 2.0) if rng.random() < (0.15, 0.35, 0.35)[k] else 0.0
+    hernia = None
+    if rng.random() < (0.10, 0.25, 0.20)[k]:
+        hernia = (float(rng.choice([-6.5, -3.5, 0.0, 3.5, 6.5]) + rng.normal(0, 0.8)),
+                  rng.uniform(4.0, 7.5), rng.uniform(3.0, 6.5))
+    degenerate = rng.random() < (0.2, 0.45, 0.5)[k]
+    stenotic = rng.random() < (0.12, 0.3, 0.2)[k]
+    if stenotic:
+        ts_w, ts_ap = rng.uniform(7.5, 11.0), rng.uniform(5.0, 7.8)
+        post_fat, hyper, flavum = rng.uniform(0.5, 1.5), rng.uniform(1.2, 1.45), rng.uniform(2.4, 3.4)
+        lat_fat = rng.uniform(0.3, 1.0)
+    else:
+        ts_w, ts_ap = rng.uniform(13.0, 18.0), rng.uniform(10.0, 14.0)
+        post_fat, hyper, flavum = rng.uniform(2.0, 5.0), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
+        lat_fat = rng.uniform(1.2, 2.8)
+    psoas_r = np.array([(10.0, 13.0), (14.0, 17.0), (17.0, 20.0)][k]) * scale * rng.uniform(0.85, 1.15)
+    return LevelAnatomy(
+        disc=disc,
+        frame=Frame(centre[0], centre[1], lvl_theta),
+        disc_a=(a * (1 - asym), a * (1 + asym)),
+        disc_b=(b_front, ap - b_front),
+        disc_p=rng.uniform(2.0, 2.6),
+        notch_depth=rng.uniform(1.5, 4.0) * (0.6 if k == 2 else 1.0),
+        notch_ru=a * rng.uniform(0.36, 0.48),
+        notch_rv=rng.uniform(5.0, 8.0),
+        bulge=bulge,
+        hernia=hernia,
+        nucleus_t2=rng.uniform(0.3, 0.55) if degenerate else rng.uniform(0.85, 1.0),
+        nucleus_size=rng.uniform(0.6, 0.8) if degenerate else rng.uniform(0.85, 1.0),
+        cleft=bool(rng.random() < 0.5),
+        ts_w=ts_w, ts_ap=ts_ap, ts_du=rng.normal(0.0, 0.7),
+        ant_fat=rng.uniform(0.3, 1.5), post_fat=post_fat, lat_fat=lat_fat,
+        flavum_r=flavum,
+        facet_angle=math.radians((35.0, 42.0, 50.0)[k] + rng.normal(0.0, 5.0)),
+        facet_scale=(hyper * rng.uniform(0.92, 1.08), hyper * rng.uniform(0.92, 1.08)),
+        lamina_r=rng.uniform(3.0, 4.0),
+        spinous_len=rng.uniform(24.0, 33.0) * scale * (1.0, 0.95, 0.85)[k],
+        spinous_r=rng.uniform(3.0, 4.2),
+        spinous_tilt=rng.normal(0.0, 1.5),
+        psoas=(float(psoas_r[0]), float(psoas_r[1]), (-1.0, -5.0, -12.0)[k] + rng.normal(0.0, 1.5)),
+        psoas_asym=rng.uniform(-0.08, 0.08),
+        paraspinal=(rng.uniform(26.0, 33.0) * scale * (1.0, 0.97, 0.9)[k], rng.uniform(0.0, 6.0),
+                    rng.uniform(0.3, 0.7)),
+        fat_streaks=tuple((rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.9),
+                           rng.uniform(0.0, math.pi), rng.uniform(3.0, 12.0), rng.uniform(0.3, 0.8))
+                          for _ in range(int(rng.integers(0, 8)))),
+        iliac=k == 2 or (k == 1 and rng.random() < 0.3),
+        vessel_jitter=(rng.normal(0, 2.0), rng.normal(0, 1.5), rng.uniform(0.85, 1.15)),
+    )
+
+
+# ----------------------------------------------------------------------------------- scene
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """Positions computed once per level from the sampled shape parameters."""
+
+    a_r: float
+    a_l: float
+    b_front: float
+    b_back: float
+    notch: float
+    vpb: float  # posterior disc border in the midline
+    ts_v: float  # centre of the thecal sac
+    w_in: float  # half-width / half-depth of the epidural space inside the ligamenta flava
+    h_in: float
+    w_out: float  # half-width / half-depth of the bony canal behind the sac's centre
+    h_out: float
+    apex: float  # v of the canal's posterior apex (where the laminae meet)
+    s0: tuple[float, float]  # base of the spinous process
+    muscle_back: float  # posterior surface of the paraspinal muscles
+
+
+def _derive(lv: LevelAnatomy) -> _Derived:
+    bulge = lv.bulge
+    notch = max(lv.notch_depth - 0.8 * bulge, 0.3)
+    b_back = lv.disc_b[1] + bulge
+    vpb = b_back - notch
+    ts_v = vpb + lv.ant_fat + lv.ts_ap / 2
+    w_in, h_in = lv.ts_w / 2 + lv.lat_fat, lv.ts_ap / 2 + lv.post_fat
+    w_out, h_out = w_in + 2 * lv.flavum_r, h_in + 2 * lv.flavum_r
+    apex = ts_v + h_out + 1.5
+    s0 = (0.0, apex + lv.lamina_r * 0.7)
+    return _Derived(lv.disc_a[0] + bulge, lv.disc_a[1] + bulge, lv.disc_b[0] + bulge, b_back, notch,
+                    vpb, ts_v, w_in, h_in, w_out, h_out, apex, s0,
+                    s0[1] + lv.spinous_len + 2.0 + lv.paraspinal[1])
+
+
+def _disc_back(lv: LevelAnatomy, d: _Derived, u: float) -> float:
+    """Posterior disc border (v) at lateral position u, ignoring the central notch."""
+    a = d.a_l if u > 0 else d.a_r
+    x = min(abs(u) / a, 1.0)
+    return d.b_back * (1.0 - x ** lv.disc_p) ** (1.0 / lv.disc_p)
+
+
+def _body_tables(p: PatientAnatomy, level_scale: float, n_phi: int = 1024) -> tuple[np.ndarray, ...]:
+    """Radius over angle of the skin, subcutaneous fat, abdominal wall and abdominal cavity."""
+    phi = (np.arange(n_phi) + 0.5) * (2 * math.pi / n_phi) - math.pi
+    c, s = np.cos(phi), np.sin(phi)
+    posterior = s > 0
+    b = np.where(posterior, p.body_b[1], p.body_b[0])
+    pw = np.where(posterior, p.body_p[1], p.body_p[0])
+    a = p.body_a * level_scale
+    r = (np.abs(c / a) ** pw + np.abs(s / b) ** pw) ** (-1.0 / pw)
+    for k, amp, ph in p.body_harmonics:
+        r *= 1.0 + amp * np.cos(k * phi + ph)
+    r -= p.groove * np.exp(-(((phi - math.pi / 2) / 0.07) ** 2))
+    fat = p.fat * (0.85 + 0.45 * c * c + p.fat_bias[0] * np.clip(-s, 0, 1) + p.fat_bias[1] * np.clip(s, 0, 1))
+    wall = p.wall * (0.25 + 0.75 * np.clip(-s, 0, 1) + 0.5 * c * c)
+    return r, r - 1.3, r - fat, r - fat - wall
+
+
+def _body_ops(p: PatientAnatomy, lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    skin_r, sub_r, wall_r, inner_r = _body_tables(p, (1.0, 1.03, 1.08)[lv.disc - DISCS[0]])
+    mid = len(skin_r) * 3 // 4  # phi = +pi/2: straight posterior
+    body_v = d.muscle_back + float(skin_r[mid] - inner_r[mid]) - float(skin_r[mid])
+    cx, cy = lv.frame.world(p.body_dx, body_v)
+    return [RadialLayers(Frame(cx, cy, p.theta), (skin_r, sub_r, wall_r, inner_r),
+                         (T.SKIN, T.SUBCUT_FAT, T.WALL_MUSCLE, T.BOWEL))]
+
+
+def _back_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Retroperitoneal fat, paraspinal muscle mass with fat septa, quadratus lumborum."""
+    f = lv.frame
+    k = lv.disc - DISCS[0]
+    a = max(d.a_l, d.a_r)
+    pr_u = lv.psoas[0]
+    half_w = lv.paraspinal[0]
+    front = d.vpb + 1.0
+    ops: list[Op] = [
+        Paint(halfplane_curve(f, d.vpb - 6.0, 0.004), T.FAT, frozenset({T.BOWEL})),
+        Paint(ellipse(f, 0.0, -d.b_front * 0.2, a + 2 * pr_u + 6, d.b_front + 12), T.FAT, frozenset({T.BOWEL})),
+    ]
+    over = frozenset({T.BOWEL, T.FAT, T.WALL_MUSCLE})
+    for side in (-1.0, 1.0):
+        cu = side * (3.0 + half_w)
+        depth = (d.muscle_back - front) / 2 + 5.0  # reaches into the fascia; clipped by the fat
+        mass = superellipse(f, cu, front + depth, half_w + 3.0, half_w + 3.0, depth, depth, 2.3)
+        ops.append(Paint(mass, T.MUSCLE, over))
+        if k < 2:  # quadratus lumborum, lateral to psoas above the iliac crest
+            qu = side * (a + 2 * pr_u + 12)
+            ops.append(Paint(ellipse(f, qu, d.vpb + 1.0, 14.0, 6.0, -side * 0.35), T.MUSCLE, over))
+    return ops
+
+
+def _septa_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Thin fat planes between multifidus, longissimus and iliocostalis; fatty streaks."""
+    f = lv.frame
+    half_w, _, septum = lv.paraspinal
+    ops: list[Op] = []
+    v0, v2 = d.apex - 2.0, d.muscle_back - 1.0
+    for side in (-1.0, 1.0):
+        for u0, u1, u2, r in ((d.w_out + 5.0, d.w_out + 8.0 + 0.1 * half_w, d.w_out + 11.0 + 0.2 * half_w, septum),
+                              (d.w_out + 0.9 * half_w, d.w_out + 1.05 * half_w, d.w_out + 1.1 * half_w,
+                               septum * 0.7)):
+            mid = (side * u1, (v0 + v2) / 2)
+            ops.append(Paint(Union(capsule(f, (side * u0, v0), mid, r * 0.6, r),
+                                   capsule(f, mid, (side * u2, v2), r, r * 0.5)), T.FAT, frozenset({T.MUSCLE})))
+    for su, sv, ang, length, r in lv.fat_streaks:  # fatty infiltration of the paraspinal muscles
+        cu = su * (d.w_out + 2 * half_w)
+        cv = v0 + sv * (v2 - v0)
+        du, dv = math.cos(ang) * length / 2, math.sin(ang) * length / 2
+        ops.append(Paint(capsule(f, (cu - du, cv - dv), (cu + du, cv + dv), r), T.FAT, frozenset({T.MUSCLE})))
+    return ops
+
+
+def _psoas_iliac_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    f = lv.frame
+    k = lv.disc - DISCS[0]
+    a = max(d.a_l, d.a_r)
+    pr_u, pr_v, pdv = lv.psoas
+    ops: list[Op] = []
+    for side in (-1.0, 1.0):
+        s_asym = 1.0 + side * lv.psoas_asym
+        ru, rv = pr_u * s_asym, pr_v * s_asym
+        pu = side * ((d.a_l if side > 0 else d.a_r) + ru * 0.85 + 1.8)
+        ops.append(Paint(superellipse(f, pu, pdv, ru, ru, rv, rv * 0.9, 2.3), T.MUSCLE, _SOFT))
+        if lv.iliac:
+            base = side * (a + 2 * pr_u + 8)
+            pts = [(base - side * 2, d.vpb + 38), (base + side * 10, d.vpb + 15),
+                   (base + side * 17, d.vpb - 10), (base + side * 20, d.vpb - (40 if k == 2 else 14))]
+            radii = [7.5, 5.5, 4.5, 3.5]
+            wing = Union(*(capsule(f, pts[i], pts[i + 1], radii[i], radii[i + 1]) for i in range(3)))
+            marrow = Union(*(capsule(f, pts[i], pts[i + 1], radii[i] - 1.6, radii[i + 1] - 1.6) for i in range(3)))
+            ops.append(Paint(ellipse(f, base + side * 38, d.vpb + 2, 16.0, 34.0, side * 0.45), T.MUSCLE, _SOFT))
+            ops.append(Paint(ellipse(f, base - side * 2, d.vpb - 12, 7.0, 20.0, -side * 0.45), T.MUSCLE, _SOFT))
+            ops.append(Paint(wing, T.CORTEX, _SOFT))
+            ops.append(Paint(marrow, T.MARROW, frozenset({T.CORTEX})))
+    return ops
+
+
+def _vessel_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    f = lv.frame
+    du, dv, sz = lv.vessel_jitter
+    vf = -d.b_front
+    k = lv.disc - DISCS[0]
+    over = frozenset({T.BOWEL, T.FAT})
+    if k == 0:  # aorta on the patient's left, inferior vena cava on the right
+        return [Paint(ellipse(f, 7 + du, vf - 11 + dv, 9.5 * sz, 9.5 * sz), T.ARTERY, over),
+                Paint(ellipse(f, -15 + du, vf - 9 + dv, 11.0 * sz, 7.0 * sz, 0.2), T.VEIN, over)]
+    if k == 1:  # common iliac arteries, confluence of the iliac veins
+        return [Paint(ellipse(f, -9 + du, vf - 10 + dv, 6.0 * sz, 6.0 * sz), T.ARTERY, over),
+                Paint(ellipse(f, 9 + du, vf - 10 + dv, 6.0 * sz, 6.0 * sz), T.ARTERY, over),
+                Paint(ellipse(f, -6 + du, vf - 4 + dv, 12.0 * sz, 5.5 * sz), T.VEIN, over)]
+    a = (d.a_l + d.a_r) / 2
+    ops: list[Op] = []
+    for side in (-1.0, 1.0):
+        ops.append(Paint(ellipse(f, side * (a * 0.5 + 9) + du, vf - 6 + dv, 5.0 * sz, 5.0 * sz), T.ARTERY, over))
+        ops.append(Paint(ellipse(f, side * (a * 0.5 + 2) + du, vf - 1 + dv, 7.0 * sz, 4.5 * sz), T.VEIN, over))
+    return ops
+
+
+def _canal_shape(lv: LevelAnatomy, d: _Derived, foramina: bool) -> Shape:
+    """Bony canal: rounded in front of the sac's centre, a V behind it, lateral recesses, foramina."""
+    f = lv.frame
+    du, tv = lv.ts_du, d.ts_v
+    parts: list[Shape] = [
+        superellipse(f, du, tv, d.w_out, d.w_out, tv - d.vpb + 3.0, d.h_out, 2.0),
+        polygon(f, [(du - d.w_out * 0.6, tv + d.h_out * 0.6), (du + d.w_out * 0.6, tv + d.h_out * 0.6),
+                    (0.0, d.apex)]),
+    ]
+    for side in (-1.0, 1.0):
+        ru = d.w_out - 0.5
+        parts.append(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.8, 4.5, 2.6, -side * 0.3))
+        if foramina:
+            fu = d.w_out + 5.0
+            parts.append(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.2, 5.0, 3.2, -side * 0.45))
+    return Union(*parts)
+
+
+def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
+    """Epidural fat, ligamenta flava and nerve roots (AAP), thecal sac with cauda equina (TS).
+
+    Painted after the posterior arch, so the bony canal is exactly this shape and the sac is never
+    cut by bone; thick ligamenta flava and small sacs make the stenotic levels.
+    """
+    f = lv.frame
+    canal = _canal_shape(lv, d, foramina)
+    du, tv = lv.ts_du, d.ts_v
+    ops: list[Op] = [Paint(canal, T.EPIDURAL_FAT)]
+    inner = ellipse(f, du, tv, d.w_in, d.h_in)
+    behind = Prim(f, (-d.w_out - 1, d.w_out + 1, tv - 1.0, d.apex + 1), lambda u, v: v >= tv - 1.0)
+    ops.append(Paint(Inter(Diff(canal, inner), behind), T.FLAVUM))
+    for side in (-1.0, 1.0):  # traversing root in the lateral recess, exiting root in the foramen
+        ru = d.w_out - 0.5
+        ops.append(Paint(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.9, 1.7, 1.4),
+                         T.ROOT, frozenset({T.EPIDURAL_FAT})))
+        if foramina:
+            fu = d.w_out + 5.5
+            ops.append(Paint(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.4, 2.6, 2.0),
+                             T.ROOT, frozenset({T.EPIDURAL_FAT})))
+    tsr = (lv.ts_w / 2, lv.ts_ap / 2)
+    ops.append(Paint(ellipse(f, du, tv, *tsr), T.DURA))
+    ops.append(Paint(ellipse(f, du, tv, tsr[0] - 0.6, tsr[1] - 0.6), T.CSF, frozenset({T.DURA})))
+    # cauda equina: roots settle in the dependent (posterior) half of the sac, patient supine
+    for cu, cv in ((-0.55, 0.3), (0.55, 0.3), (-0.25, 0.5), (0.25, 0.5), (0.0, 0.6), (-0.75, 0.05),
+                   (0.75, 0.05), (-0.4, 0.1), (0.4, 0.1)):
+        ops.append(Paint(ellipse(f, du + cu * tsr[0], tv + cv * tsr[1], 0.75, 0.75),
+                         T.CAUDA, frozenset({T.CSF})))
+    return ops
+
+
+def _bone(shape_out: Shape, shape_in: Shape | None) -> list[Op]:
+    ops: list[Op] = [Paint(shape_out, T.PE_CORTEX)]
+    if shape_in is not None:
+        ops.append(Paint(shape_in, T.PE_MARROW, frozenset({T.PE_CORTEX})))
+    return ops
+
+
+def _arch_ops(lv: LevelAnatomy, d: _Derived, zone: str) -> list[Op]:
+    """Posterior elements (PE): facets and laminae at disc level, pedicles at mid-body level."""
+    f = lv.frame
+    ops: list[Op] = []
+    s0 = d.s0
+    phi = lv.facet_angle
+    for i, side in enumerate((-1.0, 1.0)):
+        hyp = lv.facet_scale[i]
+        joint = (side * (d.w_out + 3.0), d.ts_v + 1.0)
+        dirn = (side * math.sin(phi), math.cos(phi))  # along the joint line
+        nrm = (-side * math.cos(phi), math.sin(phi))  # from the superior to the inferior process
+        ang = math.atan2(dirn[1], dirn[0])
+        sap_t, iap_t = 3.8 * hyp, 4.2 * hyp
+        iap_c = (joint[0] + nrm[0] * (iap_t + 0.5), joint[1] + nrm[1] * (iap_t + 0.5))
+        if zone == "pedicle":
+            ped_from = (side * (d.w_out - 1.0), d.vpb - 3.0)
+            ped_to = (side * (d.w_out + 3.0), d.ts_v + 1.0)
+            tp_to = (side * (max(d.a_l, d.a_r) + 22.0), d.ts_v)
+            ops += _bone(Union(capsule(f, ped_from, ped_to, 4.2), capsule(f, ped_to, tp_to, 4.0, 2.8)),
+                         Union(capsule(f, ped_from, ped_to, 2.9), capsule(f, ped_to, tp_to, 2.7, 1.5)))
+            lam_from = ped_to
+        else:
+            sap_c = (joint[0] - nrm[0] * (sap_t + 0.5), joint[1] - nrm[1] * (sap_t + 0.5))
+            ops.append(Paint(capsule(f, (joint[0] - dirn[0] * 6, joint[1] - dirn[1] * 6),
+                                     (joint[0] + dirn[0] * 6, joint[1] + dirn[1] * 6), 0.8), T.FACET_FLUID))
+            ops += _bone(ellipse(f, *sap_c, 8.0 * hyp, sap_t, ang),
+                         ellipse(f, *sap_c, 8.0 * hyp - 1.3, sap_t - 1.3, ang))
+            ops += _bone(ellipse(f, *iap_c, 7.5 * hyp, iap_t, ang),
+                         ellipse(f, *iap_c, 7.5 * hyp - 1.3, iap_t - 1.3, ang))
+            lam_from = iap_c
+        ops += _bone(capsule(f, lam_from, s0, lv.lamina_r), capsule(f, lam_from, s0, lv.lamina_r - 1.3))
+    tip = (lv.spinous_tilt, s0[1] + lv.spinous_len)
+    r = lv.spinous_r
+    ops += _bone(Union(capsule(f, s0, tip, r + 0.6, r * 0.8), ellipse(f, *tip, r * 1.1, 3.5)),
+                 Union(capsule(f, s0, tip, r - 0.7, r * 0.8 - 1.2), ellipse(f, *tip, r * 1.1 - 1.2, 2.3)))
+    return ops
+
+
+def _disc_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Kidney-shaped disc: annulus with a concave posterior border, nucleus, optional herniation."""
+    f = lv.frame
+    outer = superellipse(f, 0.0, 0.0, d.a_r, d.a_l, d.b_front, d.b_back, lv.disc_p)
+    notch = ellipse(f, 0.0, d.b_back + lv.notch_rv - d.notch, lv.notch_ru, lv.notch_rv)
+    shape: Shape = Diff(outer, notch)
+    core = None
+    if lv.hernia is not None:
+        hu, hw, hh = lv.hernia
+        base = _disc_back(lv, d, hu) - (d.notch if abs(hu) < lv.notch_ru else 0.0)
+        shape = Union(shape, ellipse(f, hu, base + hh / 2 - 1.0, hw, hh / 2 + 1.5))
+        core = ellipse(f, hu, base + hh / 2 - 2.0, hw - 1.5, hh / 2 + 0.3)
+    ops: list[Op] = [Paint(shape, T.ANNULUS)]
+    size = lv.nucleus_size
+    na, nb = 0.68 * size * (d.a_l + d.a_r) / 2, 0.55 * size * (d.b_front + d.b_back) / 2
+    ops.append(Paint(ellipse(f, 0.0, 1.5, na + 2.0, nb + 1.6), T.TRANSITION, frozenset({T.ANNULUS})))
+    ops.append(Paint(ellipse(f, 0.0, 1.5, na, nb), T.NUCLEUS, frozenset({T.TRANSITION})))
+    if lv.cleft:  # intranuclear cleft: a thin dark horizontal band in adult discs
+        ops.append(Paint(capsule(f, (-na * 0.6, 1.2), (na * 0.6, 1.8), 0.55), T.TRANSITION,
+                         frozenset({T.NUCLEUS})))
+    if core is not None:
+        ops.append(Paint(core, T.HERNIA, frozenset({T.ANNULUS})))
+    return ops
+
+
+def _vertebral_body_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Vertebral body (background class): cortical rim, fatty marrow, basivertebral vein."""
+    f = lv.frame
+    a_r, a_l, bf, bb = d.a_r * 0.94, d.a_l * 0.94, d.b_front * 0.96, d.b_back * 0.96
+    notch = ellipse(f, 0.0, bb + 6.0 - 2.0, lv.notch_ru, 6.0)
+    outer = Diff(superellipse(f, 0.0, 0.0, a_r, a_l, bf, bb, lv.disc_p), notch)
+    inner = superellipse(f, 0.0, 0.0, a_r - 1.6, a_l - 1.6, bf - 1.6, bb - 1.6, lv.disc_p)
+    return [Paint(outer, T.CORTEX), Paint(inner, T.MARROW, frozenset({T.CORTEX})),
+            Paint(ellipse(f, 0.0, bb - 4.5, 3.0, 2.0), T.VEIN, frozenset({T.MARROW}))]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Paint operations of one slice: `coarse` (large, painted at 1x) then `fine` (at 2x)."""
+
+    coarse: list[Op]
+    fine: list[Op]
+
+
+def build_scene(p: PatientAnatomy, disc: int, zone: str = "disc") -> Scene:
+    """Ordered paint operations for one slice at `disc`; zone is one of ZONES."""
+    if zone not in ZONES:
+        raise ValueError(f"zone must be one of {ZONES}, got {zone!r}")
+    if disc not in p.levels:
+        raise ValueError(f"disc must be one of {DISCS}, got {disc!r}")
+    lv = p.levels[disc]
+    d = _derive(lv)
+    coarse = _body_ops(p, lv, d) + _back_ops(lv, d)
+    fine = _septa_ops(lv, d) + _psoas_iliac_ops(lv, d) + _vessel_ops(lv, d) + _arch_ops(lv, d, zone)
+    fine += _canal_ops(lv, d, foramina=zone == "disc")
+    fine += _disc_ops(lv, d) if zone == "disc" else _vertebral_body_ops(lv, d)
+    return Scene(coarse, fine)
+
+
+# ----------------------------------------------------------------------------- acquisition
+
+
+@dataclass(frozen=True)
+class SliceImages:
+    """One rendered slice: 12-bit T1 and T2 images (uint16) and class ids (uint8)."""
+
+    t1: np.ndarray | None
+    t2: np.ndarray
+    labels: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def _upsampler(n_coarse: int, n_fine: int) -> np.ndarray:
+    """Smooth (Gaussian-kernel) interpolation matrix from a coarse to a fine 1-D grid."""
+    fine = (np.arange(n_fine) + 0.5) / n_fine * n_coarse
+    coarse = np.arange(n_coarse) + 0.5
+    w = np.exp(-0.5 * ((fine[:, None] - coarse[None, :]) / 0.8) ** 2)
+    w /= w.sum(axis=1, keepdims=True)
+    return w.astype(np.float32)
+
+
+def _smooth_field(rng: np.random.Generator, n_coarse: int, n_fine: int) -> np.ndarray:
+    """Random field with unit-ish variance and correlation length ~ n_fine / n_coarse pixels."""
+    up = _upsampler(n_coarse, n_fine)
+    coarse = rng.standard_normal((n_coarse, n_coarse), dtype=np.float32)
+    return (up @ coarse @ up.T) * np.float32(2.2)
+
+
+def _texture_bowel(tissue: np.ndarray, rng: np.random.Generator) -> None:
+    """Replace the BOWEL placeholder with loops: wall, fluid or gas lumen, mesenteric fat."""
+    mask = tissue == T.BOWEL
+    loops = _smooth_field(rng, 36, tissue.shape[0])
+    gas = _smooth_field(rng, 12, tissue.shape[0])
+    out = np.full(tissue.shape, T.BOWEL_FAT, dtype=np.uint8)
+    out[loops > 0.3] = T.BOWEL_WALL
+    out[loops > 0.5] = T.BOWEL_FLUID
+    out[(loops > 0.5) & (gas < -0.3)] = T.BOWEL_CONTENT
+    out[(loops > 0.5) & (gas > 0.9)] = T.BOWEL_GAS
+    tissue[mask] = out[mask]
+
+
+def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, math.ceil(2.5 * sigma))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    n = img.shape[0]
+    padded = np.pad(img, radius, mode="edge")
+    rows = sum(w * padded[i:i + n, :] for i, w in enumerate(k))
+    return sum(w * rows[:, i:i + n] for i, w in enumerate(k))
+
+
+@functools.lru_cache(maxsize=64)
+def _bias_field(bias: tuple[float, ...]) -> np.ndarray:
+    """Smooth multiplicative coil sensitivity, stronger posteriorly (spine array coil)."""
+    g = (np.arange(SIZE) + 0.5) / SIZE * 2 - 1
+    x, y = g[None, :], g[:, None]
+    c = bias
+    return np.exp(c[0] * x + c[1] * y + c[2] * x * x + c[3] * y * y + c[4] * x * y).astype(np.float32)
+
+
+def _downsample(img2x: np.ndarray) -> np.ndarray:
+    return (img2x[0::2, 0::2] + img2x[1::2, 0::2] + img2x[0::2, 1::2] + img2x[1::2, 1::2]) * np.float32(0.25)
+
+
+def _acquire(signal: np.ndarray, gain: float, snr: float, rng: np.random.Generator) -> np.ndarray:
+    """Rician noise (magnitude of complex Gaussian noise) and 12-bit quantisation."""
+    sigma = np.float32(gain / snr)
+    re = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+    im = rng.standard_normal(signal.shape, dtype=np.float32) * sigma
+    mag = np.sqrt(re * re + im * im)
+    return np.clip(np.rint(mag), 0, MAX_VALUE).astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=2)
+def _grid(oversample: int) -> Grid:
+    return Grid.make(oversample)
+
+
+def render_labels(scene: Scene) -> np.ndarray:
+    """Class ids (uint8) at 1x pixel centres.
+
+    Only operations from the first labelled tissue on can change a label, so the background
+    layers before it are skipped.
+    """
+    ops = [*scene.coarse, *scene.fine]
+    first = next((i for i, op in enumerate(ops)
+                  if isinstance(op, Paint) and CLASS_OF_TISSUE[op.tissue] != 0), len(ops))
+    return CLASS_OF_TISSUE[paint(ops[first:], _grid(1), N_TISSUES)]
+
+
+def render_tissue(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """Tissue map at 2x: coarse layers (with bowel loops) at 1x upsampled, fine shapes at 2x."""
+    coarse = paint(scene.coarse, _grid(1), N_TISSUES)
+    _texture_bowel(coarse, rng)
+    tissue = np.repeat(np.repeat(coarse, OVERSAMPLE, axis=0), OVERSAMPLE, axis=1)
+    return paint(scene.fine, _grid(OVERSAMPLE), N_TISSUES, canvas=tissue)
+
+
+def render_slice(p: PatientAnatomy, disc: int, zone: str = "disc", slice_key: int = 0,
+                 with_t1: bool = True) -> SliceImages:
+    """Render one slice; (patient, disc, zone, slice_key) fully determine the pixels.
+
+    The T2 image does not depend on `with_t1` (each modality has its own noise stream).
+    """
+    scene = build_scene(p, disc, zone)
+    labels = render_labels(scene)
+    rng = _rng(p.seed, p.index, 1, disc, slice_key)
+    tissue = render_tissue(scene, rng)
+    texture = 1.0 + _downsample(_TEXTURE[tissue]) * _smooth_field(rng, 64, SIZE)
+    shading = _gaussian_blur  # partial-volume blur, then the coil's bias field
+    bias = _bias_field(p.bias)
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(("T1", "T2")):
+        if name == "T1" and not with_t1:
+            continue
+        lut = (_BASE[i] * p.contrast_jitter[i]).astype(np.float32)
+        if name == "T2":
+            lut[T.NUCLEUS] *= p.levels[disc].nucleus_t2
+        signal = shading(_downsample(lut[tissue]) * texture, p.blur_sigma) * (bias * np.float32(p.gain[i]))
+        out[name] = _acquire(signal, p.gain[i], p.snr[i], _rng(p.seed, p.index, 2 + i, disc, slice_key))
+    return SliceImages(out.get("T1"), out["T2"], labels)

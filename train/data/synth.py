@@ -1,0 +1,192 @@
+"""`edge-seg synth`: write a phantom data set in the Mendeley layout, with truth.csv and a preview.
+
+Runs on a runtime-only install (numpy, pydicom, pillow). Patient i of seed s is the same
+whatever the number of patients asked for, and a seed always writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
+from edge_runtime.labels import CLASSES, ids_to_mendeley, palette
+from train.data.mendeley import IMAGE_DIRS, LABEL_DIR
+from train.data.phantom import DISCS, SPACING_MM, STENOSIS_MM2, SliceImages, render_slice, sample_patient
+from train.data.phantom_dicom import MRI_DIR, write_study
+from train.data.png_io import encode_png
+
+TRUTH_FILE = "truth.csv"
+PREVIEW_FILE = "preview.png"
+SYNTH_FILE = "synth.json"
+GENERATOR_VERSION = 1
+PREVIEW_SLICES = 12
+_OUTPUTS = (MRI_DIR, str(LABEL_DIR.parts[0]), str(IMAGE_DIRS["T1"].parts[0]), TRUTH_FILE, PREVIEW_FILE,
+            SYNTH_FILE, "split.json")
+
+
+class SynthError(ValueError):
+    """Bad arguments or an output folder that synth must not touch; the message says which."""
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What synthesize wrote and how fast.
+
+    n_slices counts labelled (patient, disc) slices of the PNG layout; n_rendered adds the
+    DICOM-only vertebral-body slices; slices_per_second is n_rendered / seconds.
+    """
+
+    out: Path
+    n_patients: int
+    n_slices: int
+    n_dicom: int
+    n_rendered: int
+    seconds: float
+    slices_per_second: float
+    class_pixel_share: dict[str, float]
+    stenotic_share: float
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"out": str(self.out)}
+
+
+def _prepare_out(out: Path) -> None:
+    """Create `out`; clear a previous synth output there; refuse any other non-empty folder."""
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SYNTH_FILE).is_file():
+            raise SynthError(f"{out}: folder is not empty and holds no {SYNTH_FILE}; choose a new or empty folder")
+        for name in _OUTPUTS:  # our own earlier output: replace it whole, so no stale patient survives
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+_TRUTH_COLUMNS = (
+    ["patient", "disc", "label_png", "t1_png", "t2_png", "pixel_spacing_mm"]
+    + [f"px_{c.short}" for c in CLASSES] + [f"area_mm2_{c.short}" for c in CLASSES]
+    + ["ts_area_mm2", "stenotic", "herniation", "rotation_deg", "snr_t1", "snr_t2"]
+)
+
+
+def _names(pid: str, disc: int) -> dict[str, Path]:
+    return {
+        "label": LABEL_DIR / f"L1_{pid}_D{disc}.png",
+        "T1": IMAGE_DIRS["T1"] / f"T1_{pid}_D{disc}.png",
+        "T2": IMAGE_DIRS["T2"] / f"T2_{pid}_D{disc}.png",
+    }
+
+
+def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> SynthSummary:
+    """Write `patients` phantom patients (3 disc levels each) of data set `seed` into `out`.
+
+    progress(done, total) is called after each patient. Files: label and T1/T2 PNGs in the
+    Mendeley layout, truth.csv (exact per-class areas), synth.json; with `dicom` one T2 series
+    per patient under 01_MRI_Data; with `preview` a contact sheet preview.png.
+    """
+    if patients < 1:
+        raise SynthError(f"--patients must be >= 1, got {patients}")
+    if seed < 0:
+        raise SynthError(f"--seed must be >= 0, got {seed}")
+    out = Path(out)
+    _prepare_out(out)
+    start = time.perf_counter()
+    px_area = SPACING_MM**2
+    counts = np.zeros(len(CLASSES), dtype=np.int64)
+    rows: list[dict[str, object]] = []
+    shown: list[SliceImages] = []
+    n_dicom = n_rendered = n_stenotic = 0
+    for index in range(patients):
+        p = sample_patient(seed, index)
+        rendered: dict[int, SliceImages] = {}
+        for disc in DISCS:
+            s = render_slice(p, disc)
+            rendered[disc] = s
+            names = _names(p.pid, disc)
+            atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
+            atomic_write_bytes(out / names["T1"], encode_png(s.t1))
+            atomic_write_bytes(out / names["T2"], encode_png(s.t2))
+            px = np.bincount(s.labels.ravel(), minlength=len(CLASSES))
+            counts += px
+            ts_area = float(px[3]) * px_area
+            n_stenotic += ts_area < STENOSIS_MM2
+            lv = p.levels[disc]
+            rows.append({
+                "patient": p.pid, "disc": disc, "label_png": names["label"].as_posix(),
+                "t1_png": names["T1"].as_posix(), "t2_png": names["T2"].as_posix(),
+                "pixel_spacing_mm": SPACING_MM,
+                **{f"px_{c.short}": int(px[c.id]) for c in CLASSES},
+                **{f"area_mm2_{c.short}": f"{px[c.id] * px_area:.8f}" for c in CLASSES},
+                "ts_area_mm2": f"{ts_area:.8f}", "stenotic": int(ts_area < STENOSIS_MM2),
+                "herniation": int(lv.hernia is not None),
+                "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
+                "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
+            })
+            if preview and len(shown) < PREVIEW_SLICES:
+                shown.append(s)
+        n_rendered += len(DISCS)
+        if dicom:
+            written = write_study(out, p, rendered)
+            n_dicom += written
+            n_rendered += written - len(DISCS)
+        if progress is not None:
+            progress(index + 1, patients)
+    _write_truth(out / TRUTH_FILE, rows)
+    share = {c.short: float(counts[c.id] / counts.sum()) for c in CLASSES}
+    if preview:
+        atomic_write_bytes(out / PREVIEW_FILE, encode_png(contact_sheet(shown)))
+    record = {"generator": "edge-seg phantom", "version": GENERATOR_VERSION, "seed": seed, "patients": patients,
+              "dicom": dicom, "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
+              "stenotic_share": n_stenotic / len(rows), "stenosis_threshold_mm2": STENOSIS_MM2}
+    atomic_write_text(out / SYNTH_FILE, json.dumps(record, indent=2) + "\n")
+    seconds = time.perf_counter() - start
+    return SynthSummary(out, patients, len(rows), n_dicom, n_rendered, seconds, n_rendered / max(seconds, 1e-9),
+                        share, n_stenotic / len(rows))
+
+
+def _write_truth(path: Path, rows: list[dict[str, object]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_TRUTH_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image, [0.5, 99.5])
+    scaled = np.clip((image.astype(np.float32) - low) / max(float(high - low), 1.0), 0.0, 1.0)
+    return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def contact_sheet(slices: list[SliceImages], per_row: int = 2, alpha: float = 0.45) -> np.ndarray:
+    """RGB sheet: per slice T1 | T2 | T2 with class-colour overlay; `per_row` slices per row."""
+    if not slices:
+        raise ValueError("no slices for the contact sheet")
+    colours = palette().astype(np.float32)
+    tiles = []
+    for s in slices:
+        t2 = _grey(s.t2)
+        overlay = t2.astype(np.float32)
+        fg = s.labels > 0
+        overlay[fg] = (1 - alpha) * overlay[fg] + alpha * colours[s.labels[fg]]
+        t1 = _grey(s.t1) if s.t1 is not None else np.zeros_like(t2)
+        tiles.append(np.concatenate([t1, t2, overlay.astype(np.uint8)], axis=1))
+    while len(tiles) % per_row:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
+    return np.concatenate(rows, axis=0)
+
