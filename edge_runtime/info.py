@@ -64,7 +64,7 @@ def info_command(model: Path | None = None, json_output: bool = False) -> int:
     """Print the manifest; 0 when the model checks out, 2 when it is missing, unreadable or altered."""
     from edge_runtime.run import UsageError, resolve_model
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         model_path = resolve_model(model)
         manifest = read_manifest(model_path)

@@ -30,7 +30,7 @@ from edge_runtime.segmenter import Segmenter
 OUTPUT_FORMATS = ("png", "npy", "overlay", "seg", "report")
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class UsageError(ValueError):
@@ -455,7 +455,7 @@ def run_command(
         err.print(f"[red]error:[/] writing the report into {output} failed ({exc})")
         return 1
     if json_output:
-        Console(soft_wrap=True).print_json(json.dumps(summary))
+        print(json.dumps(summary, indent=2))
     else:
         _print_summary(report, Console())
         err.print(f"results in {output} (summary.json, report.json); exit status {exit_code}")

@@ -75,6 +75,6 @@ def banded_slice(size: int = 64, shift: int = 0) -> tuple[np.ndarray, np.ndarray
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[8 + shift : 24 + shift, 12:52] = 1  # IVD (disc) at the top (anterior)
     mask[24 + shift : 28 + shift, 16:48] = 4  # AAP strip behind the disc
-    mask[30 : 30 + 10 + shift, 24:40] = 3  # TS, taller with `shift`
+    mask[30 : 36 + shift, 24:40] = 3  # TS, taller with `shift`
     mask[44:58, 14:50] = 2  # PE at the back
     return mask.astype(np.uint16) * 1000, mask  # class k painted at 1000*k -> normalised k/4

@@ -1,0 +1,124 @@
+"""DICOM SEG output: re-read with highdicom and pydicom, frames decode back to the masks, codes and references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dicom_factory as f
+import numpy as np
+import pydicom
+import pytest
+
+from edge_runtime import dicom_seg
+from edge_runtime.dicom_io import discover, load_pixels
+from edge_runtime.manifest import Manifest, TensorSpec
+from edge_runtime.preprocessing import PreprocessSpec
+
+hd = pytest.importorskip("highdicom")
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        model_file="unet-int8.tflite",
+        format="tflite",
+        precision="int8",
+        sha256="0123456789abcdef" * 4,
+        inputs=[TensorSpec("input", [None, 64, 64, 1], "int8", 0.0039, -128)],
+        outputs=[TensorSpec("scores", [None, 64, 64, 5], "int8", 0.0039, -128)],
+        preprocessing=PreprocessSpec(input_size=64),
+        name="unet-test",
+        variant="tflite-int8",
+    )
+
+
+def _masks(n: int, shape: tuple[int, int]) -> list[np.ndarray]:
+    masks = []
+    for k in range(n):
+        mask = np.zeros(shape, dtype=np.uint8)
+        if k == 0:
+            masks.append(mask)  # an empty slice: no frames, must still decode as background
+            continue
+        mask[2 : 10 + k, 3:20] = 1
+        mask[12:18, 8 : 12 + k] = 3
+        mask[20:30, 4:26] = 2
+        mask[10 + k : 12, 5:15] = 4
+        masks.append(mask)
+    return masks
+
+
+@pytest.fixture()
+def written(tmp_path: Path) -> tuple[Path, list, list[np.ndarray]]:
+    images = [np.random.default_rng(k).integers(0, 4000, (32, 30)).astype(np.uint16) for k in range(4)]
+    for k, ds in enumerate(f.mr_series(images)):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k}.ima")
+    (series,) = discover(tmp_path / "in").selected
+    for record in series.slices:
+        load_pixels(record)  # as in a run: decoded, then pixel data released from the kept header
+    masks = _masks(len(series.slices), (32, 30))
+    path = dicom_seg.write_dicom_seg(tmp_path / "out" / "T2_seg.dcm", [r.dataset for r in series.slices], masks, _manifest())
+    return path, series.slices, masks
+
+
+def test_seg_frames_decode_back_to_the_masks(written) -> None:
+    path, slices, masks = written
+    seg = hd.seg.segread(path)
+    assert seg.SOPClassUID == SEG_STORAGE
+    assert seg.SegmentationType == "BINARY"
+    assert list(seg.get_segment_numbers()) == [1, 2, 3, 4]
+    for record, mask in zip(slices, masks, strict=True):
+        decoded = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[record.sop_instance_uid],
+            combine_segments=True,
+            assert_missing_frames_are_empty=True,
+        )
+        np.testing.assert_array_equal(decoded[0], mask)
+
+
+def test_seg_references_every_source_instance_and_study(written) -> None:
+    path, slices, masks = written
+    ds = pydicom.dcmread(path)
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for series in ds.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced == {r.sop_instance_uid for r in slices}
+    assert ds.StudyInstanceUID == slices[0].dataset.StudyInstanceUID
+    assert ds.FrameOfReferenceUID == slices[0].dataset.FrameOfReferenceUID
+    present = sum(len(set(np.unique(m)) - {0}) for m in masks)  # one frame per (slice, class present)
+    assert int(ds.NumberOfFrames) == present == 10
+
+
+def test_segments_carry_coded_anatomy_labels_and_algorithm(written) -> None:
+    ds = pydicom.dcmread(written[0])
+    by_label = {item.SegmentLabel: item for item in ds.SegmentSequence}
+    assert list(by_label) == ["IVD", "PE", "TS", "AAP"]
+    codes = {label: item.SegmentedPropertyTypeCodeSequence[0] for label, item in by_label.items()}
+    assert (codes["IVD"].CodeValue, codes["IVD"].CodingSchemeDesignator) == ("360499006", "SCT")
+    assert codes["PE"].CodeValue == "40265002"
+    assert codes["TS"].CodeValue == "37554007"
+    assert codes["AAP"].CodeValue == "91723000"
+    for item in ds.SegmentSequence:
+        assert item.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
+        assert item.SegmentAlgorithmType == "AUTOMATIC"
+        assert item.SegmentAlgorithmName == "unet-test"
+        algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmName == "unet-test"
+        assert algorithm.AlgorithmVersion == "tflite-int8"
+        assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
+    assert by_label["TS"].SegmentDescription == "thecal sac"
+
+
+def test_mismatched_sources_and_masks_are_refused(tmp_path: Path, written) -> None:
+    _, slices, masks = written
+    with pytest.raises(ValueError, match="one mask per source image"):
+        dicom_seg.write_dicom_seg(tmp_path / "x.dcm", [r.dataset for r in slices], masks[:-1], _manifest())
+
+
+def test_missing_highdicom_gives_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert dicom_seg.seg_unavailable_reason() is None
+    monkeypatch.setattr(dicom_seg.importlib.util, "find_spec", lambda name: None)
+    hint = dicom_seg.seg_unavailable_reason()
+    assert hint is not None and "pip install 'edge-seg[dicom-seg]'" in hint and "\n" not in hint

@@ -1,0 +1,76 @@
+"""`edge-seg info`: manifest table and JSON, integrity verdict, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import run
+from edge_runtime.info import info_command
+from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+from edge_runtime.preprocessing import PreprocessSpec
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "unet-tflite-int8.tflite"
+    path.write_bytes(b"TFL3" + bytes(range(200)))  # info never loads the model, it only hashes it
+    manifest = Manifest(
+        model_file=path.name,
+        format="tflite",
+        precision="int8",
+        sha256=sha256_file(path),
+        inputs=[TensorSpec("input", [None, 160, 160, 1], "int8", 0.00392, -128)],
+        outputs=[TensorSpec("scores", [None, 160, 160, 5], "int8", 0.00390625, -128)],
+        preprocessing=PreprocessSpec(input_size=160),
+        name="unet",
+        variant="tflite-int8",
+        provenance={"recipe": "unet base16", "seed": 0},
+        baseline_metrics={"mean_dice": 0.91},
+        size_bytes=path.stat().st_size,
+        macs_per_slice=123_456_789,
+    )
+    write_manifest(manifest, path)
+    return path
+
+
+def test_table_shows_the_manifest_and_a_passed_integrity_check(model: Path, capsys: pytest.CaptureFixture) -> None:
+    assert info_command(model) == 0
+    out = capsys.readouterr().out
+    for text in ("unet", "tflite-int8", "int8", "ok", "Nx160x160x1", "scale 0.00392", "123,456,789", "unet base16", "0.91"):
+        assert text in out, text
+
+
+def test_json_output_is_the_manifest_plus_verdict(model: Path, capsys: pytest.CaptureFixture) -> None:
+    assert info_command(model, json_output=True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verified"] is True and data["verification_error"] is None
+    assert data["sha256"] == sha256_file(model)
+    assert data["preprocessing"]["input_size"] == 160
+    assert data["inputs"][0]["zero_point"] == -128
+
+
+def test_a_tampered_model_is_reported_and_exits_2(model: Path, capsys: pytest.CaptureFixture) -> None:
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert info_command(model, json_output=True) == 2
+    captured = capsys.readouterr()
+    verdict = json.loads(captured.out)
+    assert verdict["verified"] is False
+    assert "does not match the manifest" in verdict["verification_error"]
+    assert "sha256" in captured.err
+
+
+def test_missing_manifest_and_missing_default_model_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(b"x")
+    assert info_command(bare) == 2
+    assert "no manifest found" in capsys.readouterr().err
+    monkeypatch.setattr(run, "DEFAULT_MODEL", tmp_path / "models" / "default.tflite")
+    assert info_command(None) == 2
+    assert "--model" in capsys.readouterr().err

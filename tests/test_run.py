@@ -1,0 +1,333 @@
+"""`edge-seg run` end to end: outputs, reports, exit codes, overwrite rules, untouched inputs, no TensorFlow.
+
+Most tests use a real ONNX "intensity band" model whose answer is known exactly (tests/band_model.py);
+the TensorFlow tests export a tiny U-Net and compare the TFLite path with the Keras model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import band_model
+import dicom_factory as f
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_runtime import run
+from edge_runtime.labels import ids_to_mendeley, mendeley_to_ids
+from edge_runtime.measure import grade_stenosis
+from edge_runtime.preprocessing import PreprocessSpec
+from edge_runtime.run import run_command
+
+REPO = Path(__file__).resolve().parents[1]
+SPACING = (0.8, 0.75)
+SHIFTS = [0, 1, 2, 3, 4, 5]  # TS grows by one row per slice: areas cross the stenosis thresholds
+
+
+@pytest.fixture(scope="module")
+def bands(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    return band_model.write_band_model(tmp_path_factory.mktemp("model"))
+
+
+def _write_study(folder: Path, shifts: list[int] = SHIFTS, spacing: tuple[float, float] | None = SPACING) -> list[np.ndarray]:
+    """A banded axial series written in scrambled file order; returns the masks in anatomical order."""
+    slices = [band_model.banded_slice(shift=s) for s in shifts]
+    datasets = f.mr_series([raw for raw, _ in slices], spacing=spacing)
+    for i, k in enumerate(reversed(range(len(datasets)))):
+        f.write(datasets[k], folder / "T2_TSE_TRA_0005" / f"IM{i + 1:04d}.ima")
+    return [mask for _, mask in slices]
+
+
+def _stems(n: int) -> list[str]:
+    return [f"IM{n - k:04d}" for k in range(n)]  # file IM0001 holds the last slice
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _run(tmp_path: Path, model: Path, *extra: str, inp: str = "in", out: str = "out") -> int:
+    args = {"input": tmp_path / inp, "output": tmp_path / out, "model": model}
+    options = dict(zip(extra[::2], extra[1::2], strict=True))
+    return run_command(**args, **options)
+
+
+def test_a_study_gives_masks_overlays_report_seg_and_exit_0(tmp_path: Path, bands: Path) -> None:
+    masks = _write_study(tmp_path / "in")
+    stems = _stems(len(masks))
+    assert _run(tmp_path, bands) == 0
+    out = tmp_path / "out" / "T2_TSE_TRA_0005"
+    for stem, mask in zip(stems, masks, strict=True):
+        png = np.asarray(Image.open(out / "labels" / f"{stem}.png"))
+        np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+        assert Image.open(out / "overlays" / f"{stem}.png").mode == "RGB"
+    np.testing.assert_array_equal(np.load(out / "T2_TSE_TRA_0005_labels.npy"), np.stack(masks))
+    assert Image.open(out / "T2_TSE_TRA_0005_contact_sheet.png").width > 0
+
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (series,) = report["series"]
+    assert series["ordering"].startswith("slice position") and series["area_unit"] == "mm2"
+    pixel_mm2 = SPACING[0] * SPACING[1]
+    for entry, mask in zip(series["slices"], masks, strict=True):
+        ts_area = float((mask == 3).sum()) * pixel_mm2
+        assert entry["areas"]["TS"] == pytest.approx(ts_area)
+        assert entry["areas"]["IVD"] == pytest.approx(float((mask == 1).sum()) * pixel_mm2)
+        assert entry["ts_grade"] == grade_stenosis(ts_area).value
+    assert {e["ts_grade"] for e in series["slices"]} == {"absolute", "relative", "normal"}
+    assert report["model"]["name"] == "bands" and report["model"]["backend"] == "onnxruntime"
+    assert report["model"]["threads"] >= 1 and report["timings_s"]["inference"] > 0
+    assert report["failed"] == [] and report["skipped"] == []
+
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    assert [r["stem"] for r in rows] == stems and {r["status"] for r in rows} == {"ok"}
+    assert float(rows[0]["TS"]) == pytest.approx(float((masks[0] == 3).sum()) * pixel_mm2, abs=1e-3)
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["exit_code"] == 0 and summary["n_slices_segmented"] == len(masks)
+    if "seg" in series["outputs"]:
+        hd = pytest.importorskip("highdicom")
+        seg = hd.seg.segread(series["outputs"]["seg"])
+        for entry, mask in zip(series["slices"], masks, strict=True):
+            decoded = seg.get_pixels_by_source_instance(
+                [entry["sop_instance_uid"]], combine_segments=True, assert_missing_frames_are_empty=True
+            )
+            np.testing.assert_array_equal(decoded[0], mask)
+
+
+def test_mixed_folder_segments_good_slices_gives_reasons_for_the_rest_and_exit_1(tmp_path: Path, bands: Path) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[0, 2, 4, 5])[:3]
+    folder = tmp_path / "in" / "T2_TSE_TRA_0005"
+    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    f.truncate(folder / "IM0001.ima", 0.5)  # the 4th slice of the series, cut mid-transfer
+    (folder / "readme.txt").write_text("scanner export notes\n")
+    f.write(f.rgb_image(study_uid), folder / "screenshot.dcm")
+    f.write(f.structured_report(study_uid), folder / "dose_report")
+    before = _hashes(tmp_path / "in")
+    assert _run(tmp_path, bands) == 1
+    assert _hashes(tmp_path / "in") == before  # inputs untouched
+
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    ok = [e for s in report["series"] for e in s["slices"] if e["status"] == "ok"]
+    assert [e["stem"] for e in ok] == _stems(4)[:3]
+    for stem, mask in zip(_stems(4)[:3], masks, strict=True):
+        png = np.asarray(Image.open(tmp_path / "out" / "T2_TSE_TRA_0005" / "labels" / f"{stem}.png"))
+        np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+    failed = {Path(i["path"]).name: i["reason"] for i in report["failed"]}
+    skipped = {Path(i["path"]).name: i["reason"] for i in report["skipped"]}
+    assert "cannot decode pixel data" in failed["IM0001.ima"]
+    assert "not a DICOM file" in skipped["readme.txt"]
+    assert "colour image" in skipped["screenshot.dcm"]
+    assert "structured report (SR)" in skipped["dose_report"]
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    statuses = {Path(r["source"]).name: r["status"] for r in rows}
+    assert statuses["IM0001.ima"] == "failed" and statuses["readme.txt"] == "skipped"
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["exit_code"] == 1
+
+
+def test_a_tampered_model_is_refused_with_exit_2_and_nothing_written(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0])
+    tampered = tmp_path / "m" / bands.name
+    tampered.parent.mkdir()
+    data = bytearray(bands.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    (tmp_path / "m" / f"{bands.name}.json").write_text((bands.parent / f"{bands.name}.json").read_text())
+    assert _run(tmp_path, tampered) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("backend", "tensorrt"), "unknown backend"),
+        (("backend", "litert"), "needs the onnxruntime backend"),
+        (("formats", "png,dicom"), "unknown output format"),
+        (("series", "SAG"), "no series matches"),
+        (("ts_relative_mm2", 50.0), "absolute"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture, extra: tuple, message: str) -> None:
+    _write_study(tmp_path / "in", shifts=[0])
+    assert _run(tmp_path, bands, *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_manifest_and_missing_default_model_exit_2(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_study(tmp_path / "in", shifts=[0])
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(bands.read_bytes())
+    assert _run(tmp_path, lone) == 2
+    assert "no manifest found" in capsys.readouterr().err
+    monkeypatch.setattr(run, "DEFAULT_MODEL", tmp_path / "models" / "default.tflite")
+    assert run_command(input=tmp_path / "in", output=tmp_path / "out", model=None) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+def test_output_inside_input_is_refused(tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture) -> None:
+    _write_study(tmp_path / "in", shifts=[0])
+    assert _run(tmp_path, bands, out="in/results") == 2
+    assert "inside the input" in capsys.readouterr().err
+    assert not (tmp_path / "in" / "results").exists()
+
+
+def test_existing_outputs_are_kept_without_overwrite_and_replaced_with_it(tmp_path: Path, bands: Path) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[0, 3])
+    assert _run(tmp_path, bands, "formats", "png,report") == 0
+    label = tmp_path / "out" / "T2_TSE_TRA_0005" / "labels" / f"{_stems(2)[0]}.png"
+    Image.fromarray(np.full(masks[0].shape, 250, np.uint8)).save(label)  # someone's edited copy
+    edited = label.read_bytes()
+    assert _run(tmp_path, bands, "formats", "png,report") == 2
+    assert label.read_bytes() == edited
+    assert _run(tmp_path, bands, "formats", "png,report", "overwrite", True) == 0
+    np.testing.assert_array_equal(mendeley_to_ids(np.asarray(Image.open(label))), masks[0])
+    assert not any(p.name.startswith(".") for p in label.parent.iterdir())  # no temp files left behind
+
+
+def test_truth_scores_dice_against_label_pngs_with_matching_stems(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[0, 2, 4])
+    truth = tmp_path / "truth" / "T2_TSE_TRA_0005_labels"
+    truth.mkdir(parents=True)
+    for stem, mask in zip(_stems(3), masks, strict=True):
+        Image.fromarray(ids_to_mendeley(mask)).save(truth / f"{stem}.png")
+    assert _run(tmp_path, bands, "formats", "report", "truth", tmp_path / "truth") == 0
+    assert "mean Dice 1.000" in capsys.readouterr().out
+    wrong = masks[1].copy()
+    wrong[wrong == 3] = 0  # truth without thecal sac on one slice
+    Image.fromarray(ids_to_mendeley(wrong)).save(truth / f"{_stems(3)[1]}.png")
+    assert _run(tmp_path, bands, "formats", "report", "truth", tmp_path / "truth", "overwrite", True) == 0
+    scores = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["scores"]
+    pred_ts = sum(int((m == 3).sum()) for m in masks)
+    truth_ts = pred_ts - int((masks[1] == 3).sum())
+    assert scores["n_slices"] == 3
+    assert scores["per_class"]["TS"]["dice"] == pytest.approx(2 * truth_ts / (pred_ts + truth_ts))
+    assert scores["per_class"]["IVD"]["dice"] == 1.0
+
+
+def test_missing_pixel_spacing_reports_flagged_pixel_areas(tmp_path: Path, bands: Path) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[1], spacing=None)
+    assert _run(tmp_path, bands, "formats", "report") == 0
+    (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
+    assert entry["area_unit"] == "px" and entry["ts_grade"] is None
+    assert entry["areas"]["TS"] == float((masks[0] == 3).sum())
+    assert "PixelSpacing missing" in entry["flag"]
+
+
+def test_png_slices_run_without_dicom_seg(tmp_path: Path, bands: Path) -> None:
+    folder = tmp_path / "in" / "pngs"
+    folder.mkdir(parents=True)
+    raw, mask = band_model.banded_slice(shift=2)
+    Image.fromarray(raw).save(folder / "slice_01.png")
+    assert _run(tmp_path, bands) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "not DICOM" in " ".join(report["series"][0]["notes"])
+    png = np.asarray(Image.open(tmp_path / "out" / "pngs" / "labels" / "slice_01.png"))
+    np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+
+
+def test_missing_highdicom_skips_seg_with_a_hint_and_still_succeeds(
+    tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_runtime import dicom_seg
+
+    _write_study(tmp_path / "in", shifts=[0])
+    monkeypatch.setattr(dicom_seg, "seg_unavailable_reason", lambda: dicom_seg.SEG_INSTALL_HINT)
+    assert _run(tmp_path, bands, "formats", "seg,report") == 0
+    series = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]
+    assert "seg" not in series["outputs"] and dicom_seg.SEG_INSTALL_HINT in series["notes"]
+
+
+# --------------------------------------------------------------------------- subprocess: no TensorFlow
+
+_PROBE = """
+import sys
+from edge_runtime.cli import app
+try:
+    app(args=sys.argv[1:], prog_name="edge-seg")
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in
+               ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "train", "export", "benchmarks"))
+print("HEAVY_MODULES", heavy, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _probe(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
+
+
+def test_run_and_help_never_import_tensorflow(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 3])
+    done = _probe("run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(bands), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY_MODULES []" in done.stderr
+    assert json.loads(done.stdout)["n_slices_segmented"] == 2
+    helped = _probe("run", "--help")
+    assert helped.returncode == 0 and "--overwrite" in helped.stdout
+    assert "HEAVY_MODULES []" in helped.stderr
+
+
+# --------------------------------------------------------------------------- TFLite vs Keras (needs TensorFlow)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("tensorflow")
+    from export.exporter import export_model
+    from train.models import unet
+
+    model = unet(input_size=64, depth=2, base_filters=4)
+    rng = np.random.default_rng(0)
+    calibration = np.stack([_prepared(band_model.banded_slice(shift=int(s))[0]) for s in rng.integers(0, 6, 8)])
+    out = tmp_path_factory.mktemp("exported")
+    spec = PreprocessSpec(input_size=64)
+    results = export_model(model, out, ["tflite-fp32", "tflite-int8"], spec=spec, calibration=calibration, name="tiny")
+    return model, {r.format: r.path for r in results}
+
+
+def _prepared(raw: np.ndarray) -> np.ndarray:
+    from edge_runtime.preprocessing import prepare_slice
+
+    return prepare_slice(raw, PreprocessSpec(input_size=64))[0][..., None]
+
+
+def test_tflite_masks_match_the_keras_model_on_a_dicom_study(tmp_path: Path, exported) -> None:
+    from edge_runtime.preprocessing import prepare_slice, restore_labels
+
+    model, paths = exported
+    raws = [band_model.banded_slice(shift=s)[0] for s in SHIFTS]
+    datasets = f.mr_series(raws)
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k}.ima")
+    assert run_command(input=tmp_path / "in", output=tmp_path / "out", model=paths["tflite-fp32"], formats="npy,report") == 0
+    masks = np.load(tmp_path / "out" / "T2" / "T2_labels.npy")
+    spec = PreprocessSpec(input_size=64)
+    prepared = [prepare_slice(raw.astype(np.float32), spec) for raw in raws]
+    scores = model.predict(np.stack([t for t, _ in prepared])[..., None], verbose=0)
+    keras_masks = np.stack([restore_labels(s, g) for s, (_, g) in zip(scores, prepared, strict=True)])
+    assert masks.shape == keras_masks.shape
+    assert (masks == keras_masks).mean() >= 0.995  # the export gate for float artefacts
+
+    assert run_command(input=tmp_path / "in", output=tmp_path / "out8", model=paths["tflite-int8"], formats="npy,report") == 0
+    report = json.loads((tmp_path / "out8" / "report.json").read_text())
+    assert report["model"]["precision"] == "int8" and report["model"]["backend"] == "litert"
+    int8_masks = np.load(tmp_path / "out8" / "T2" / "T2_labels.npy")
+    assert int8_masks.shape == keras_masks.shape and int8_masks.max() < 5
