@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from edge_runtime.dicom_io import discover
+from edge_runtime.labels import mendeley_to_ids
 from edge_runtime.measure import (
     StenosisGrade,
     StenosisThresholds,
@@ -110,3 +116,45 @@ def test_no_disc_anywhere_means_no_levels() -> None:
     slices = [measure_slice(_mask(ts=10), (1.0, 1.0), index=k) for k in range(3)]
     assert find_disc_levels(slices) == []
     assert find_disc_levels([]) == []
+
+
+# --------------------------------------------------------------------------- against the phantom's own truth
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from train.data.synth import synthesize  # numpy/pydicom/pillow only: no TensorFlow
+
+    out = tmp_path_factory.mktemp("phantom")
+    synthesize(out, patients=1, seed=3, dicom=True)
+    return out
+
+
+def test_truth_masks_measure_to_the_areas_in_truth_csv(phantom: Path) -> None:
+    rows = list(csv.DictReader((phantom / "truth.csv").open()))
+    assert len(rows) == 3
+    for row in rows:
+        mask = mendeley_to_ids(np.asarray(Image.open(phantom / row["label_png"])))
+        spacing = float(row["pixel_spacing_mm"])
+        m = measure_slice(mask, (spacing, spacing))
+        for short in ("IVD", "PE", "TS", "AAP"):
+            assert m.pixel_counts[short] == int(row[f"px_{short}"])
+            assert m.areas[short] == pytest.approx(float(row[f"area_mm2_{short}"]), rel=1e-9)
+        assert m.ts_area == pytest.approx(float(row["ts_area_mm2"]), rel=1e-9)
+        assert m.ts_grade == grade_stenosis(float(row["ts_area_mm2"])).value
+
+
+def test_phantom_dicom_study_gives_three_disc_levels_caudal_first(phantom: Path) -> None:
+    (patient,) = (phantom / "01_MRI_Data").iterdir()
+    study = discover(patient)
+    (series,) = study.selected
+    assert series.ordering.startswith("slice position") and 12 <= len(series.slices) <= 20
+    assert all("_labels" in issue.reason or "label image" in issue.reason for issue in study.skipped)
+    labels = series.folder.with_name(series.folder.name + "_labels")
+    masks = [mendeley_to_ids(np.asarray(Image.open(labels / f"{r.stem}.png"))) for r in series.slices]
+    result = measure_series(masks, [r.pixel_spacing for r in series.slices], [r.stem for r in series.slices])
+    truth = {int(r["disc"]): r for r in csv.DictReader((phantom / "truth.csv").open())}
+    assert len(result.levels) == 3
+    for level, disc in zip(result.levels, (5, 4, 3), strict=True):  # D5 (L5-S1) is the most caudal
+        assert level.ivd_area == pytest.approx(float(truth[disc]["area_mm2_IVD"]), rel=1e-9)
+        assert level.ts_area == pytest.approx(float(truth[disc]["ts_area_mm2"]), rel=1e-9)
