@@ -51,8 +51,8 @@ FLOAT_PRECISIONS = frozenset({"fp32", "float32", "fp16", "float16"})
 QUANTIZED_PRECISIONS = frozenset({"dynamic-int8", "dynamic", "int8", "uint8", "int16x8"})
 
 
-def gate_kind(precision: str, variant: str) -> GateKind:
-    """Pick the gate for an artefact from its manifest's precision and variant (recipe) name.
+def gate_kind(precision: str, pruned: bool = False) -> GateKind:
+    """Pick the gate for an artefact from its manifest precision and whether it was pruned.
 
     Anything pruned gets the pruned gate whatever its precision; otherwise float precisions get
     the float gate and every integer/dynamic precision (QAT included) the quantized gate.
@@ -60,15 +60,14 @@ def gate_kind(precision: str, variant: str) -> GateKind:
     ungated.
     """
     precision_key = precision.strip().lower()
-    if "prun" in variant.lower() or "sparse" in variant.lower():
+    if pruned:
         return GateKind.PRUNED
     if precision_key in FLOAT_PRECISIONS:
         return GateKind.FLOAT
     if precision_key in QUANTIZED_PRECISIONS or "int8" in precision_key:
         return GateKind.QUANTIZED
     raise ValueError(
-        f"no accuracy gate for precision {precision!r} (variant {variant!r}); known precisions: "
-        f"{sorted(FLOAT_PRECISIONS | QUANTIZED_PRECISIONS)}"
+        f"no accuracy gate for precision {precision!r}; known precisions: {sorted(FLOAT_PRECISIONS | QUANTIZED_PRECISIONS)}"
     )
 
 

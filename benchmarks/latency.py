@@ -94,7 +94,7 @@ class LatencyRow:
     kind: str  # "artifact", "seed" or "keras-float"
     format: str
     precision: str
-    variant: str
+    recipe: str
     backend: str
     threads: int
     repeats: int = 0
@@ -263,9 +263,7 @@ def _plan(
             spec = variant.manifest.inputs[0]
             names = backends_for(variant, installed) or [BACKENDS_FOR_FORMAT.get(variant.format, ("none",))[0]]
             for backend in names:
-                row = LatencyRow(
-                    variant.label, "artifact", variant.format, variant.precision, variant.variant, backend, threads
-                )
+                row = LatencyRow(variant.label, "artifact", variant.format, variant.precision, variant.recipe, backend, threads)
                 row.size_bytes = variant.size_bytes
                 row.gzip_bytes = variant.gzip_bytes
                 row.macs_per_slice = variant.macs_per_slice
@@ -285,6 +283,7 @@ def _plan(
 
 def _add_ratios(report: LatencyReport) -> None:
     """Speed-ups against the seed and the Keras float model at the same thread count."""
+
     def reference(label: str, threads: int) -> float | None:
         for row in report.rows:
             if row.label == label and row.threads == threads and row.median_ms:

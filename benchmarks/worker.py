@@ -37,9 +37,7 @@ def memory_status() -> dict[str, int]:
     return {"rss_bytes": values["VmRSS"], "peak_rss_bytes": values["VmHWM"]}
 
 
-def time_calls(
-    call: Callable[[], object], warmup: int, min_repeats: int, max_repeats: int, budget_s: float
-) -> list[float]:
+def time_calls(call: Callable[[], object], warmup: int, min_repeats: int, max_repeats: int, budget_s: float) -> list[float]:
     """Warm up, then time `call` (seconds each) at least `min_repeats` times and at most
     `max_repeats`, stopping early once `budget_s` of timed calls has passed."""
     for _ in range(warmup):
@@ -68,9 +66,7 @@ def _run_backend(task: dict) -> dict:
     load_s = time.perf_counter() - start
     size = int(task["input_size"])
     batch = _input((1, size, size, int(task.get("channels", 1))))
-    times = time_calls(
-        lambda: backend.predict(batch), task["warmup"], task["min_repeats"], task["max_repeats"], task["budget_s"]
-    )
+    times = time_calls(lambda: backend.predict(batch), task["warmup"], task["min_repeats"], task["max_repeats"], task["budget_s"])
     return {"times_s": times, "load_s": load_s, "rss_before_model_bytes": before["rss_bytes"], **memory_status()}
 
 
