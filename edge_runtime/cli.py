@@ -261,37 +261,47 @@ def info(
 @bench_app.command("accuracy")
 def bench_accuracy(
     run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
-    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write report.json/report.md here.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write accuracy.json/accuracy.md here.")] = None,
+    quick: Annotated[bool, typer.Option(help="Only the first two test patients.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
 ) -> None:
-    """Dice/IoU of every variant vs the float baseline, with tolerance gates."""
+    """Dice/IoU of every variant vs the float baseline, with tolerance gates (exit 1 when one fails)."""
     command = load_command("benchmarks.accuracy", "accuracy_command")
-    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, data=data, out=out))
+    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, data=data, out=out, quick=quick, threads=threads))
 
 
 @bench_app.command("latency")
 def bench_latency(
-    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
     threads: Annotated[str, typer.Option(help="Comma list of thread counts.")] = "1,2",
-    out: Annotated[Path | None, typer.Option(help="Write report.json/report.md here.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write latency.json/latency.md here.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="Training run: also time its float model in Keras.")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Quick profile: few repeats.")] = False,
+    seed: Annotated[bool, typer.Option(help="Also time the seed project's U-Net in Keras (needs TensorFlow).")] = True,
 ) -> None:
-    """Latency, throughput, size and memory of every variant on this machine."""
+    """Latency, throughput, size and memory of every variant on this machine, each in a fresh process."""
     command = load_command("benchmarks.latency", "latency_command")
-    raise typer.Exit(command(artifacts=artifacts, threads=threads, out=out))
+    raise typer.Exit(command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed))
 
 
 @bench_app.command("all")
 def bench_all(
     run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
-    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts.")],
-    out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, PNG plots).")],
+    artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report folder (report.md, report.json, PNG plots).")],
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
-    quick: Annotated[bool, typer.Option(help="Quick profile: few slices and repeats.")] = False,
+    quick: Annotated[bool, typer.Option(help="Quick profile: two test patients, few repeats, 1 thread.")] = False,
+    threads: Annotated[
+        str | None, typer.Option(help="Comma list of thread counts (default: 1 quick, 1,2 full).")
+    ] = None,
 ) -> None:
-    """Accuracy and latency benchmarks with plots in one report folder."""
+    """Accuracy and latency benchmarks with plots in one report folder (exit 1 when a gate fails)."""
     command = load_command("benchmarks.report", "bench_all_command")
-    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick))
+    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick, threads=threads))
 
 
 def main() -> None:
