@@ -244,11 +244,12 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
     k = disc - DISCS[0]
     lvl_theta = float(np.clip(theta + rng.uniform(-0.05, 0.05), -math.radians(10), math.radians(10)))
     centre = (cx + rng.uniform(-3.0, 3.0), cy + rng.uniform(-3.0, 3.0) + (0.0, 2.0, 5.0)[k])
-    a = float(np.clip(scale * (21.5 + 1.3 * k) + rng.normal(0.0, 1.0), 20.0, 27.0))
-    asym = rng.uniform(-0.05, 0.05)
-    ap = float(np.clip(scale * (31.0 + 0.8 * k) + rng.normal(0.0, 1.5), 28.5, 37.0))
-    b_front = ap * rng.uniform(0.52, 0.57)
     bulge = rng.uniform(0.5, 2.0) if rng.random() < (0.15, 0.35, 0.35)[k] else 0.0
+    # outer disc (with bulge) 41-54 mm wide and 28.5-37.5 mm deep
+    a = float(np.clip(scale * (22.0 + 1.3 * k) + rng.normal(0.0, 1.0), 20.5, 27.0 - bulge))
+    asym = rng.uniform(-0.05, 0.05)
+    ap = float(np.clip(scale * (31.5 + 0.8 * k) + rng.normal(0.0, 1.5), 28.5, 37.5 - 2 * bulge))
+    b_front = ap * rng.uniform(0.52, 0.57)
     hernia = None
     if rng.random() < (0.10, 0.25, 0.20)[k]:
         hernia = (float(rng.choice([-6.5, -3.5, 0.0, 3.5, 6.5]) + rng.normal(0, 0.8)),
