@@ -468,7 +468,7 @@ def accuracy_command(
 
     from rich.console import Console
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         report = run_accuracy(run_dir, artifacts, data, max_patients=2 if quick else None, threads=threads)
     except (ValueError, FileNotFoundError, BackendError) as exc:  # ManifestError/RunDirError are ValueErrors

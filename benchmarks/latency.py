@@ -290,9 +290,15 @@ def _add_ratios(report: LatencyReport) -> None:
                 return row.median_ms
         return None
 
+    float_macs = next((r.macs_per_slice for r in report.rows if r.kind == "keras-float" and r.macs_per_slice), None)
+    float_size = next((r.input_size for r in report.rows if r.kind == "keras-float"), None)
     for row in report.rows:
         if not row.median_ms:
             continue
+        if row.macs_per_slice is None and float_macs and row.input_size == float_size:
+            # QAT manifests carry no MAC count (wrapped layers); pruned/QAT nets keep the dense shape
+            row.macs_per_slice = float_macs
+            row.gmacs_per_s = float_macs / (row.median_ms / 1000.0) / 1e9
         seed = reference(SEED_LABEL, row.threads)
         keras_float = reference(KERAS_FLOAT_LABEL, row.threads)
         row.speedup_vs_seed = seed / row.median_ms if seed else None
@@ -418,7 +424,7 @@ def latency_command(
     """CLI body of `edge-seg bench latency`: 0 when every measurement ran, 1 if some failed, 2 on bad input."""
     from rich.console import Console
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         profile = (QUICK_LATENCY if quick else FULL_LATENCY).with_threads(parse_threads(threads))
         variants = discover_variants(artifacts)

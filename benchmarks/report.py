@@ -354,7 +354,7 @@ def bench_all_command(
 
     from edge_runtime.backends import BackendError
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         thread_counts = parse_threads(threads) if threads else None
         report, accuracy, latency = run_bench(run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts)
