@@ -70,10 +70,17 @@ def overlay_image(
     picture = Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8), mode="RGB")
     if not legend and title is None:
         return picture
-    return _with_legend(picture, areas, unit, title if legend or title else None, legend)
+    return add_legend(picture, areas, unit, title, legend)
 
 
-def _with_legend(picture: Image.Image, areas: dict[str, float] | None, unit: str, title: str | None, legend: bool) -> Image.Image:
+def add_legend(
+    picture: Image.Image,
+    areas: dict[str, float] | None = None,
+    unit: str = "mm2",
+    title: str | None = None,
+    legend: bool = True,
+) -> Image.Image:
+    """`picture` with a strip below: optional title, then one colour key per class (with its area)."""
     font = _font(11)
     rows = (1 if title else 0) + (len(FOREGROUND) if legend else 0)
     canvas = Image.new("RGB", (max(picture.width, 170), picture.height + rows * _LEGEND_ROW + 6), (0, 0, 0))
