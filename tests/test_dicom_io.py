@@ -277,3 +277,26 @@ def test_unique_stems_within_a_series(tmp_path: Path) -> None:
         f.write(ds, tmp_path / f"part{k}" / "IM0001.dcm")
     (series,) = discover(tmp_path).selected
     assert sorted(r.stem for r in series.slices) == ["IM0001", "IM0001_2"]
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "modality", "expected"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT", "RT structure set (RTSTRUCT)"),
+        ("1.2.840.10008.5.1.4.1.1.66.4", "SEG", "segmentation (SEG)"),
+        ("1.2.840.10008.5.1.4.1.1.11.1", "PR", "presentation state (PR)"),
+        ("1.2.840.10008.1.3.10", "", "DICOMDIR"),
+        ("1.2.840.10008.5.1.4.1.1.88.22", "SR", "structured report (SR)"),
+    ],
+)
+def test_non_image_objects_are_skipped_by_sop_class(tmp_path: Path, sop_class: str, modality: str, expected: str) -> None:
+    ds = f.structured_report(generate_uid())
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = sop_class
+    ds.Modality = modality
+    f.write(ds, tmp_path / "object")
+    f.write(f.mr_series([_ramp(0)])[0], tmp_path / "image.dcm")
+    study = discover(tmp_path)
+    assert [len(s.slices) for s in study.selected] == [1]
+    (issue,) = study.skipped
+    assert issue.path.name == "object" and expected in issue.reason and "not an image" in issue.reason
