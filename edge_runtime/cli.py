@@ -282,10 +282,15 @@ def bench_latency(
     ] = None,
     quick: Annotated[bool, typer.Option(help="Quick profile: few repeats.")] = False,
     seed: Annotated[bool, typer.Option(help="Also time the seed project's U-Net in Keras (needs TensorFlow).")] = True,
+    runs: Annotated[
+        int | None, typer.Option(min=1, help="Whole passes over all models, for the run-to-run spread (full: 3).")
+    ] = None,
 ) -> None:
     """Latency, throughput, size and memory of every variant on this machine, each in a fresh process."""
     command = load_command("benchmarks.latency", "latency_command")
-    raise typer.Exit(command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed))
+    raise typer.Exit(
+        command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed, runs=runs)
+    )
 
 
 @bench_app.command("all")
@@ -298,10 +303,15 @@ def bench_all(
     threads: Annotated[
         str | None, typer.Option(help="Comma list of thread counts (default: 1 quick, 1,2 full).")
     ] = None,
+    runs: Annotated[
+        int | None, typer.Option(min=1, help="Latency passes over all models (default: 1 quick, 3 full).")
+    ] = None,
 ) -> None:
     """Accuracy and latency benchmarks with plots in one report folder (exit 1 when a gate fails)."""
     command = load_command("benchmarks.report", "bench_all_command")
-    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick, threads=threads))
+    raise typer.Exit(
+        command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick, threads=threads, runs=runs)
+    )
 
 
 def main() -> None:
