@@ -213,7 +213,7 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     rng = _rng(seed, index, 0)
     scale = rng.uniform(0.9, 1.1)
     theta = float(np.clip(rng.normal(0.0, 0.06), -0.12, 0.12))
-    cx, cy = rng.uniform(-8.0, 8.0), rng.uniform(-20.0, -6.0)
+    cx, cy = rng.uniform(-8.0, 8.0), rng.uniform(-14.0, 0.0)
     levels = {d: _sample_level(rng, d, scale, theta, cx, cy) for d in DISCS}
     return PatientAnatomy(
         seed=seed, index=index, theta=theta,
@@ -390,8 +390,8 @@ def _back_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
         mass = superellipse(f, cu, front + depth, half_w + 3.0, half_w + 3.0, depth, depth, 2.3)
         ops.append(Paint(mass, T.MUSCLE, over))
         if k < 2:  # quadratus lumborum, lateral to psoas above the iliac crest
-            qu = side * (a + 2 * pr_u + 12)
-            ops.append(Paint(ellipse(f, qu, d.vpb + 1.0, 14.0, 6.0, -side * 0.35), T.MUSCLE, over))
+            qu = side * (a + 2 * pr_u + 10)
+            ops.append(Paint(ellipse(f, qu, d.vpb + 2.0, 17.0, 7.5, -side * 0.35), T.MUSCLE, over))
     return ops
 
 
@@ -406,8 +406,8 @@ def _septa_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
                               (d.w_out + 0.9 * half_w, d.w_out + 1.05 * half_w, d.w_out + 1.1 * half_w,
                                septum * 0.7)):
             mid = (side * u1, (v0 + v2) / 2)
-            ops.append(Paint(Union(capsule(f, (side * u0, v0), mid, r * 0.6, r),
-                                   capsule(f, mid, (side * u2, v2), r, r * 0.5)), T.FAT, frozenset({T.MUSCLE})))
+            ops.append(Paint(capsule(f, (side * u0, v0), mid, r * 0.6, r), T.FAT, frozenset({T.MUSCLE})))
+            ops.append(Paint(capsule(f, mid, (side * u2, v2), r, r * 0.5), T.FAT, frozenset({T.MUSCLE})))
     for su, sv, ang, length, r in lv.fat_streaks:  # fatty infiltration of the paraspinal muscles
         cu = su * (d.w_out + 2 * half_w)
         cv = v0 + sv * (v2 - v0)
@@ -416,29 +416,47 @@ def _septa_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     return ops
 
 
-def _psoas_iliac_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+def _pelvic_muscle_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Gluteus medius outside the iliac wing; iliacus on its inner face (below the crest only)."""
+    if not lv.iliac:
+        return []
     f = lv.frame
     k = lv.disc - DISCS[0]
-    a = max(d.a_l, d.a_r)
+    ops: list[Op] = []
+    for side in (-1.0, 1.0):
+        base = side * _iliac_base(lv, d)
+        ops.append(Paint(ellipse(f, base + side * 36, d.vpb + 2, 17.0, 36.0, side * 0.45), T.MUSCLE, _SOFT))
+        if k == 2:
+            ops.append(Paint(ellipse(f, base + side * 4, d.vpb - 16, 9.0, 24.0, side * 0.4), T.MUSCLE, _SOFT))
+    return ops
+
+
+def _iliac_base(lv: LevelAnatomy, d: _Derived) -> float:
+    return max(d.a_l, d.a_r) + 2 * lv.psoas[0] + 8
+
+
+def _psoas_iliac_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
+    """Psoas muscles beside the disc; iliac wings (cortex, then marrow) at the low levels."""
+    f = lv.frame
+    k = lv.disc - DISCS[0]
     pr_u, pr_v, pdv = lv.psoas
     ops: list[Op] = []
+    marrow: list[Op] = []
     for side in (-1.0, 1.0):
         s_asym = 1.0 + side * lv.psoas_asym
         ru, rv = pr_u * s_asym, pr_v * s_asym
         pu = side * ((d.a_l if side > 0 else d.a_r) + ru * 0.85 + 1.8)
-        ops.append(Paint(superellipse(f, pu, pdv, ru, ru, rv, rv * 0.9, 2.3), T.MUSCLE, _SOFT))
+        ops.append(Paint(ellipse(f, pu, pdv, ru, rv * 0.95), T.MUSCLE, _SOFT))
         if lv.iliac:
-            base = side * (a + 2 * pr_u + 8)
+            base = side * _iliac_base(lv, d)
             pts = [(base - side * 2, d.vpb + 38), (base + side * 10, d.vpb + 15),
                    (base + side * 17, d.vpb - 10), (base + side * 20, d.vpb - (40 if k == 2 else 14))]
             radii = [7.5, 5.5, 4.5, 3.5]
-            wing = Union(*(capsule(f, pts[i], pts[i + 1], radii[i], radii[i + 1]) for i in range(3)))
-            marrow = Union(*(capsule(f, pts[i], pts[i + 1], radii[i] - 1.6, radii[i + 1] - 1.6) for i in range(3)))
-            ops.append(Paint(ellipse(f, base + side * 38, d.vpb + 2, 16.0, 34.0, side * 0.45), T.MUSCLE, _SOFT))
-            ops.append(Paint(ellipse(f, base - side * 2, d.vpb - 12, 7.0, 20.0, -side * 0.45), T.MUSCLE, _SOFT))
-            ops.append(Paint(wing, T.CORTEX, _SOFT))
-            ops.append(Paint(marrow, T.MARROW, frozenset({T.CORTEX})))
-    return ops
+            for i in range(3):
+                ops.append(Paint(capsule(f, pts[i], pts[i + 1], radii[i], radii[i + 1]), T.CORTEX, _SOFT))
+                marrow.append(Paint(capsule(f, pts[i], pts[i + 1], radii[i] - 1.6, radii[i + 1] - 1.6), T.MARROW,
+                                    frozenset({T.CORTEX})))
+    return ops + marrow
 
 
 def _vessel_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
@@ -505,10 +523,10 @@ def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
     ops.append(Paint(ellipse(f, du, tv, *tsr), T.DURA))
     ops.append(Paint(ellipse(f, du, tv, tsr[0] - 0.6, tsr[1] - 0.6), T.CSF, frozenset({T.DURA})))
     # cauda equina: roots settle in the dependent (posterior) half of the sac, patient supine
-    for cu, cv in ((-0.55, 0.3), (0.55, 0.3), (-0.25, 0.5), (0.25, 0.5), (0.0, 0.6), (-0.75, 0.05),
-                   (0.75, 0.05), (-0.4, 0.1), (0.4, 0.1)):
-        ops.append(Paint(ellipse(f, du + cu * tsr[0], tv + cv * tsr[1], 0.75, 0.75),
-                         T.CAUDA, frozenset({T.CSF})))
+    roots = [ellipse(f, du + cu * tsr[0], tv + cv * tsr[1], 0.75, 0.75)
+             for cu, cv in ((-0.55, 0.3), (0.55, 0.3), (-0.25, 0.5), (0.25, 0.5), (0.0, 0.6), (-0.75, 0.05),
+                            (0.75, 0.05), (-0.4, 0.1), (0.4, 0.1))]
+    ops.append(Paint(Union(*roots), T.CAUDA, frozenset({T.CSF})))
     return ops
 
 
@@ -609,7 +627,7 @@ def build_scene(p: PatientAnatomy, disc: int, zone: str = "disc") -> Scene:
         raise ValueError(f"disc must be one of {DISCS}, got {disc!r}")
     lv = p.levels[disc]
     d = _derive(lv)
-    coarse = _body_ops(p, lv, d) + _back_ops(lv, d)
+    coarse = _body_ops(p, lv, d) + _back_ops(lv, d) + _pelvic_muscle_ops(lv, d)
     fine = _septa_ops(lv, d) + _psoas_iliac_ops(lv, d) + _vessel_ops(lv, d) + _arch_ops(lv, d, zone)
     fine += _canal_ops(lv, d, foramina=zone == "disc")
     fine += _disc_ops(lv, d) if zone == "disc" else _vertebral_body_ops(lv, d)
@@ -648,14 +666,29 @@ def _smooth_field(rng: np.random.Generator, n_coarse: int, n_fine: int) -> np.nd
 def _texture_bowel(tissue: np.ndarray, rng: np.random.Generator) -> None:
     """Replace the BOWEL placeholder with loops: wall, fluid or gas lumen, mesenteric fat."""
     mask = tissue == T.BOWEL
-    loops = _smooth_field(rng, 36, tissue.shape[0])
-    gas = _smooth_field(rng, 12, tissue.shape[0])
+    loops = _smooth_field(rng, 30, tissue.shape[0])
+    kind = _smooth_field(rng, 10, tissue.shape[0])
+    lumen = loops > 0.35
+    wall = _dilate(lumen, 2) & ~lumen  # walls of even thickness (~2-3 mm) around every lumen
     out = np.full(tissue.shape, T.BOWEL_FAT, dtype=np.uint8)
-    out[loops > 0.3] = T.BOWEL_WALL
-    out[loops > 0.5] = T.BOWEL_FLUID
-    out[(loops > 0.5) & (gas < -0.3)] = T.BOWEL_CONTENT
-    out[(loops > 0.5) & (gas > 0.9)] = T.BOWEL_GAS
+    out[wall] = T.BOWEL_WALL
+    out[lumen] = T.BOWEL_FLUID
+    out[lumen & (kind < -0.4)] = T.BOWEL_CONTENT
+    out[lumen & (kind > 0.9)] = T.BOWEL_GAS
     tissue[mask] = out[mask]
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a (2r+1) square, with array shifts (no scipy)."""
+    out = mask.copy()
+    for _ in range(radius):
+        grown = out.copy()
+        grown[1:, :] |= out[:-1, :]
+        grown[:-1, :] |= out[1:, :]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
 
 
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -675,10 +708,6 @@ def _bias_field(bias: tuple[float, ...]) -> np.ndarray:
     x, y = g[None, :], g[:, None]
     c = bias
     return np.exp(c[0] * x + c[1] * y + c[2] * x * x + c[3] * y * y + c[4] * x * y).astype(np.float32)
-
-
-def _downsample(img2x: np.ndarray) -> np.ndarray:
-    return (img2x[0::2, 0::2] + img2x[1::2, 0::2] + img2x[0::2, 1::2] + img2x[1::2, 1::2]) * np.float32(0.25)
 
 
 def _acquire(signal: np.ndarray, gain: float, snr: float, rng: np.random.Generator) -> np.ndarray:
@@ -725,8 +754,9 @@ def render_slice(p: PatientAnatomy, disc: int, zone: str = "disc", slice_key: in
     labels = render_labels(scene)
     rng = _rng(p.seed, p.index, 1, disc, slice_key)
     tissue = render_tissue(scene, rng)
-    texture = 1.0 + _downsample(_TEXTURE[tissue]) * _smooth_field(rng, 64, SIZE)
-    shading = _gaussian_blur  # partial-volume blur, then the coil's bias field
+    # the four 2x sub-samples of every pixel: averaging their signals is the partial-volume effect
+    subs = [np.ascontiguousarray(tissue[i::OVERSAMPLE, j::OVERSAMPLE]) for i in (0, 1) for j in (0, 1)]
+    texture = 1.0 + _TEXTURE[subs[0]] * _smooth_field(rng, 64, SIZE)
     bias = _bias_field(p.bias)
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(("T1", "T2")):
@@ -735,6 +765,7 @@ def render_slice(p: PatientAnatomy, disc: int, zone: str = "disc", slice_key: in
         lut = (_BASE[i] * p.contrast_jitter[i]).astype(np.float32)
         if name == "T2":
             lut[T.NUCLEUS] *= p.levels[disc].nucleus_t2
-        signal = shading(_downsample(lut[tissue]) * texture, p.blur_sigma) * (bias * np.float32(p.gain[i]))
+        mean = (lut[subs[0]] + lut[subs[1]] + lut[subs[2]] + lut[subs[3]]) * np.float32(0.25)
+        signal = _gaussian_blur(mean * texture, p.blur_sigma) * (bias * np.float32(p.gain[i]))
         out[name] = _acquire(signal, p.gain[i], p.snr[i], _rng(p.seed, p.index, 2 + i, disc, slice_key))
     return SliceImages(out.get("T1"), out["T2"], labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -242,11 +243,16 @@ def paint(ops: Sequence[Op], grid: Grid, n_tissues: int, canvas: np.ndarray | No
         mask = op.shape.inside(x, y)
         sub = canvas[rows, cols]
         if op.over is not None:
-            allowed = np.zeros(n_tissues, dtype=bool)
-            allowed[list(op.over)] = True
-            mask &= allowed[sub]
+            mask &= _allowed(op.over, n_tissues)[sub]
         sub[mask] = op.tissue
     return canvas
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed(over: frozenset[int], n_tissues: int) -> np.ndarray:
+    allowed = np.zeros(n_tissues, dtype=bool)
+    allowed[list(over)] = True
+    return allowed
 
 
 def _paint_radial(canvas: np.ndarray, op: RadialLayers, grid: Grid) -> None:
