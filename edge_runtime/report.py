@@ -100,7 +100,7 @@ def _series_entry(outcome: SeriesOutcome) -> dict[str, Any]:
             }
             if m.unit == "px":
                 entry["flag"] = "PixelSpacing missing: areas are pixel counts, not mm2; no stenosis grade"
-        else:
+        if index in outcome.failed_indices or index not in measured:
             entry |= {"status": "failed", "reason": outcome.failed_indices.get(index, "not processed")}
         slices.append(entry)
     return {
@@ -172,7 +172,7 @@ def report_csv(report: dict[str, Any]) -> str:
                 "reason": entry.get("reason", entry.get("flag", "")),
                 "location_mm": _fmt(entry.get("location_mm")),
             }
-            if entry["status"] == "ok":
+            if "areas" in entry:
                 row |= {c.short: _fmt(entry["areas"][c.short]) for c in FOREGROUND}
                 row |= {
                     "area_unit": entry["area_unit"],

@@ -331,3 +331,15 @@ def test_tflite_masks_match_the_keras_model_on_a_dicom_study(tmp_path: Path, exp
     assert report["model"]["precision"] == "int8" and report["model"]["backend"] == "litert"
     int8_masks = np.load(tmp_path / "out8" / "T2" / "T2_labels.npy")
     assert int8_masks.shape == keras_masks.shape and int8_masks.max() < 5
+
+
+def test_a_slice_whose_output_cannot_be_written_fails_alone(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 1, 2])
+    blocker = tmp_path / "out" / "T2_TSE_TRA_0005" / "labels" / f"{_stems(3)[1]}.png"
+    blocker.mkdir(parents=True)  # a folder where the label PNG should go: os.replace must fail
+    assert _run(tmp_path, bands, "formats", "png,report", "overwrite", True) == 1
+    slices = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
+    assert [e["status"] for e in slices] == ["ok", "failed", "ok"]
+    assert "writing outputs failed" in slices[1]["reason"]
+    assert slices[1]["areas"]["TS"] > 0  # measured before the write failed, still reported
+    assert (blocker.parent / f"{_stems(3)[0]}.png").is_file() and (blocker.parent / f"{_stems(3)[2]}.png").is_file()
