@@ -45,11 +45,14 @@ class LatencyProfile:
     keras_max_repeats: int
     keras_budget_s: float
     matmul_size: int
+    runs: int = 1
     timeout_s: float = 900.0
 
-    def with_threads(self, threads: tuple[int, ...]) -> LatencyProfile:
-        values = asdict(self)
-        values["threads"] = threads
+    def replace(self, **changes) -> LatencyProfile:
+        """A copy with some fields changed (e.g. threads from the command line)."""
+        values = asdict(self) | changes
+        if values["runs"] < 1:
+            raise ValueError(f"runs must be >= 1, got {values['runs']}")
         return LatencyProfile(**values)
 
 
@@ -59,12 +62,13 @@ FULL_LATENCY = LatencyProfile(
     warmup=10,
     min_repeats=30,
     max_repeats=500,
-    budget_s=10.0,
+    budget_s=5.0,
     keras_warmup=3,
     keras_min_repeats=10,
-    keras_max_repeats=100,
-    keras_budget_s=20.0,
+    keras_max_repeats=50,
+    keras_budget_s=10.0,
     matmul_size=1024,
+    runs=3,
 )
 QUICK_LATENCY = LatencyProfile(
     name="quick",
@@ -114,6 +118,9 @@ class LatencyRow:
     speedup_vs_seed: float | None = None
     speedup_vs_keras_float: float | None = None
     input_size: int | None = None
+    runs: int = 0
+    run_medians_ms: list[float] = field(default_factory=list)
+    run_spread: float | None = None  # (max - min) / median of the per-run medians
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -191,17 +198,22 @@ def run_worker(task: dict, threads: int, timeout_s: float) -> dict:
     raise WorkerError(f"worker exited with status {proc.returncode}: {tail}")
 
 
-def _fill_timing(row: LatencyRow, result: dict) -> None:
-    times_ms = np.asarray(result["times_s"], dtype=np.float64) * 1000.0
+def _fill_timing(row: LatencyRow, results: list[dict]) -> None:
+    """Pool the timed calls of every run; keep each run's median to show the run-to-run spread."""
+    per_run = [np.asarray(r["times_s"], dtype=np.float64) * 1000.0 for r in results]
+    times_ms = np.concatenate(per_run)
+    row.runs = len(per_run)
     row.repeats = int(times_ms.size)
+    row.run_medians_ms = [float(np.median(t)) for t in per_run]
     row.median_ms = float(np.median(times_ms))
+    row.run_spread = (max(row.run_medians_ms) - min(row.run_medians_ms)) / float(np.median(row.run_medians_ms))
     row.p95_ms = float(np.percentile(times_ms, 95))
     row.min_ms = float(times_ms.min())
     row.mean_ms = float(times_ms.mean())
     row.throughput_per_s = 1000.0 / row.mean_ms
-    row.load_ms = float(result["load_s"]) * 1000.0
-    row.peak_rss_bytes = int(result["peak_rss_bytes"])
-    row.rss_before_model_bytes = int(result["rss_before_model_bytes"])
+    row.load_ms = float(np.median([r["load_s"] for r in results])) * 1000.0
+    row.peak_rss_bytes = max(int(r["peak_rss_bytes"]) for r in results)
+    row.rss_before_model_bytes = min(int(r["rss_before_model_bytes"]) for r in results)
     if row.macs_per_slice:
         row.gmacs_per_s = row.macs_per_slice / (row.median_ms / 1000.0) / 1e9
 
@@ -336,8 +348,9 @@ def measure_latency(
     report = LatencyReport(profile=asdict(profile), rows=[])
     if not keras_ok:
         report.profile["note"] = "TensorFlow not installed: seed and Keras float models not measured"
-    total = len(plan) + len(profile.threads)
+    total = len(plan) * profile.runs + len(profile.threads)
     done = 0
+    results: dict[int, list[dict]] = {i: [] for i in range(len(plan))}
     bar = progress_bar("latency", total=total) if show_progress else contextlib.nullcontext(lambda completed: None)
     with bar as advance:
         for threads in profile.threads:
@@ -347,19 +360,27 @@ def measure_latency(
                 report.ceiling[threads] = {"error": str(exc)}
             done += 1
             advance(done)
-        for row, task in plan:
+        for _ in range(profile.runs):  # whole passes, so slow drifts in machine load hit every row alike
+            for index, (row, task) in enumerate(plan):
+                if row.error is None:
+                    try:
+                        results[index].append(run_worker(task, row.threads, profile.timeout_s))
+                    except WorkerError as exc:
+                        row.error = str(exc)
+                done += 1
+                advance(done)
+    for index, (row, _) in enumerate(plan):
+        if row.error is None:
             try:
-                result = run_worker(task, row.threads, profile.timeout_s)
+                first = results[index][0]
                 if row.kind != "artifact":
-                    row.macs_per_slice = result["macs_per_slice"]
-                    row.size_bytes = result["size_bytes"]
-                    row.input_size = result["input_size"]
-                _fill_timing(row, result)
-            except (WorkerError, KeyError, ValueError) as exc:
-                row.error = str(exc)
-            report.rows.append(row)
-            done += 1
-            advance(done)
+                    row.macs_per_slice = first["macs_per_slice"]
+                    row.size_bytes = first["size_bytes"]
+                    row.input_size = first["input_size"]
+                _fill_timing(row, results[index])
+            except (KeyError, ValueError, IndexError) as exc:
+                row.error = f"unusable worker result: {exc}"
+        report.rows.append(row)
     _add_ratios(report)
     return report
 
@@ -379,19 +400,20 @@ def _kib(value: int | None) -> str:
 def latency_markdown(report: LatencyReport) -> str:
     """Markdown tables: per-measurement latency, and the compute ceiling."""
     lines = [
-        "| model | backend | threads | median ms | p95 ms | min ms | slices/s | size KiB | gzip KiB | peak RSS MiB "
-        "| MMAC/slice | GMAC/s | % of ceiling | x seed | x Keras float |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | backend | threads | median ms | p95 ms | min ms | run spread | slices/s | size KiB | gzip KiB "
+        "| peak RSS MiB | MMAC/slice | GMAC/s | % of ceiling | x seed | x Keras float |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report.rows:
         if row.error:
-            lines.append(f"| {row.label} | {row.backend} | {row.threads} | error: {row.error} |" + " |" * 11)
+            lines.append(f"| {row.label} | {row.backend} | {row.threads} | error: {row.error} |" + " |" * 12)
             continue
         macs = None if row.macs_per_slice is None else row.macs_per_slice / 1e6
         fraction = None if row.ceiling_fraction is None else 100 * row.ceiling_fraction
+        spread = f"{100 * row.run_spread:.1f} % ({row.runs} runs)" if row.runs > 1 and row.run_spread is not None else "-"
         lines.append(
             f"| {row.label} | {row.backend} | {row.threads} | {_fmt(row.median_ms, '.2f')} | {_fmt(row.p95_ms, '.2f')} "
-            f"| {_fmt(row.min_ms, '.2f')} | {_fmt(row.throughput_per_s, '.1f')} | {_kib(row.size_bytes)} "
+            f"| {_fmt(row.min_ms, '.2f')} | {spread} | {_fmt(row.throughput_per_s, '.1f')} | {_kib(row.size_bytes)} "
             f"| {_kib(row.gzip_bytes)} | {_mib(row.peak_rss_bytes)} | {_fmt(macs, '.1f')} | {_fmt(row.gmacs_per_s, '.2f')} "
             f"| {_fmt(fraction, '.0f')} | {_fmt(row.speedup_vs_seed, '.1f')} | {_fmt(row.speedup_vs_keras_float, '.2f')} |"
         )
@@ -420,13 +442,16 @@ def latency_command(
     run_dir: Path | None = None,
     quick: bool = False,
     seed: bool = True,
+    runs: int | None = None,
 ) -> int:
     """CLI body of `edge-seg bench latency`: 0 when every measurement ran, 1 if some failed, 2 on bad input."""
     from rich.console import Console
 
     err = Console(stderr=True, soft_wrap=True)
     try:
-        profile = (QUICK_LATENCY if quick else FULL_LATENCY).with_threads(parse_threads(threads))
+        profile = (QUICK_LATENCY if quick else FULL_LATENCY).replace(threads=parse_threads(threads))
+        if runs is not None:
+            profile = profile.replace(runs=runs)
         variants = discover_variants(artifacts)
         if run_dir is not None:
             keras_model_file(run_dir)

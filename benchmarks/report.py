@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,21 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def spread_finding(latency: LatencyReport) -> str | None:
+    """How reproducible the medians were across whole repeated passes (None for a single run)."""
+    rows = [r for r in latency.rows if r.runs > 1 and r.run_spread is not None]
+    if not rows:
+        return None
+    spreads = sorted(r.run_spread for r in rows)
+    worst = max(rows, key=lambda r: r.run_spread)
+    within = sum(s <= SAME_SPEED for s in spreads)
+    return (
+        f"Run-to-run spread of latency medians over {rows[0].runs} runs ((max - min) / median): median "
+        f"{100 * spreads[len(spreads) // 2]:.1f} %, worst {100 * worst.run_spread:.1f} % ({worst.label}, {worst.backend}, "
+        f"{worst.threads} thread(s)); {within} of {len(rows)} measurements within 10 %."
+    )
+
+
 def _kib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1024:.1f}"
 
@@ -219,7 +235,8 @@ def _machine_markdown(machine: dict[str, Any]) -> str:
     return (
         f"- CPU: {machine['cpu_model']} ({machine['architecture']}; {flags})\n"
         f"- cores: {machine['usable_cores']} usable of {machine['logical_cpus']} logical; memory {memory_text}\n"
-        f"- OS: {machine['os']}; Python {machine['python']}; load average at start {machine['load_average']}\n"
+        f"- OS: {machine['os']}; Python {machine['python']}; load average (1, 5, 15 min) at start "
+        f"{machine['load_average']}, at end {machine.get('load_average_end')}\n"
         f"- libraries: {libs}\n"
     )
 
@@ -268,8 +285,8 @@ def report_markdown(report: dict[str, Any], accuracy: AccuracyReport, latency: L
         "## Accuracy\n",
         accuracy_markdown(accuracy),
     ]
-    if accuracy.notes:
-        parts.append("\n".join(f"- {note}" for note in accuracy.notes) + "\n")
+    if report["notes"]:
+        parts.append("\n".join(f"- {note}" for note in report["notes"]) + "\n")
     parts += [
         "## Latency\n",
         "Each measurement ran in its own process (peak RSS is that process's VmHWM: interpreter, runtime and model). "
@@ -301,12 +318,17 @@ def run_bench(
     profile: BenchProfile = FULL,
     threads: tuple[int, ...] | None = None,
     show_progress: bool = True,
+    runs: int | None = None,
 ) -> tuple[dict[str, Any], AccuracyReport, LatencyReport]:
     """Run both benchmarks and write the report folder; returns (report.json content, accuracy, latency)."""
     out = Path(out)
     machine = describe_machine()  # before the benchmarks: the load average is the background load
     variants = discover_variants(artifacts)
-    latency_profile = profile.latency.with_threads(threads) if threads else profile.latency
+    latency_profile = profile.latency
+    if threads:
+        latency_profile = latency_profile.replace(threads=threads)
+    if runs is not None:
+        latency_profile = latency_profile.replace(runs=runs)
     accuracy = run_accuracy(
         run_dir, artifacts, data, max_patients=profile.max_patients, show_progress=show_progress, variants=variants
     )
@@ -316,7 +338,13 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     write_accuracy(accuracy, out)
     write_latency(latency, out)
-    plots = write_plots(accuracy, latency, summary, out, headline)
+    notes = list(accuracy.notes)
+    try:
+        plots = write_plots(accuracy, latency, summary, out, headline)
+    except ImportError as exc:  # matplotlib is in the 'train' extra; an edge box may lack it
+        plots = []
+        notes.append(f"plots skipped: {exc.name or exc} is not installed (pip install matplotlib)")
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     report = {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -327,10 +355,11 @@ def run_bench(
         "machine": machine,
         "tolerances": tolerance_table(DEFAULT_TOLERANCES),
         "summary": summary,
-        "findings": findings(summary),
+        "findings": [*findings(summary), *filter(None, [spread_finding(latency)])],
         "accuracy": accuracy.to_dict(),
         "latency": latency.to_dict(),
         "plots": plots,
+        "notes": notes,
         "passed": accuracy.passed and not latency.errors,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -345,6 +374,7 @@ def bench_all_command(
     data: Path | None = None,
     quick: bool = False,
     threads: str | None = None,
+    runs: int | None = None,
 ) -> int:
     """CLI body of `edge-seg bench all`: 0 when every gate passed and every measurement ran,
     1 otherwise (the report is still written), 2 for unusable input."""
@@ -357,7 +387,7 @@ def bench_all_command(
     err = Console(stderr=True, soft_wrap=True)
     try:
         thread_counts = parse_threads(threads) if threads else None
-        report, accuracy, latency = run_bench(run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts)
+        report, accuracy, latency = run_bench(run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts, runs=runs)
     except (ValueError, FileNotFoundError, BackendError) as exc:  # ManifestError / RunDirError are ValueErrors
         err.print(f"[red]error:[/] {exc}")
         return 2

@@ -329,3 +329,33 @@ def test_a_tampered_artefact_is_refused(setup, tmp_path):
     model.write_bytes(bytes(content))
     with pytest.raises(ManifestError, match="sha256"):
         discover_variants(folder)
+
+
+def test_recorded_baseline_without_tensorflow_matches_the_keras_evaluation(setup, quick_report):
+    from benchmarks.accuracy import run_accuracy
+
+    report = run_accuracy(setup.run, setup.art, show_progress=False, use_keras=False)
+    assert report.baseline.source == "recorded" and report.baseline.backend.endswith("metrics.json")
+    assert report.patients == quick_report.accuracy["patients"]  # the quick profile covered every test patient
+    evaluated = quick_report.accuracy["baseline"]["dice"]
+    for short, dice in report.baseline.dice.items():
+        assert dice == pytest.approx(evaluated[short], abs=1e-9)
+    verdicts = {row.label: row.passed for row in report.variants}
+    assert verdicts == {row["label"]: row["passed"] for row in quick_report.accuracy["variants"]}
+    assert any("not re-evaluated" in note for note in report.notes)
+
+
+def test_cli_bench_accuracy_writes_its_report_and_exits_1_on_a_failed_gate(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_runtime.cli import app
+
+    runner = CliRunner()
+    args = ["bench", "accuracy", "--run", str(setup.run), "--artifacts", str(setup.art), "--quick", "--threads", "1"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "accuracy.json").read_text())
+    assert "degraded-tflite-fp32" in {g["variant"] for g in data["failed_gates"]}
+    assert "| degraded-tflite-fp32 |" in (tmp_path / "accuracy.md").read_text()
+    missing = runner.invoke(app, ["bench", "accuracy", "--run", str(setup.run), "--artifacts", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
