@@ -86,6 +86,7 @@ class Tissue(IntEnum):
     FLAVUM = 26
     ROOT = 27
     BOWEL_CONTENT = 28
+    RETRO_FAT = 29
 
 
 T = Tissue
@@ -98,10 +99,11 @@ _TISSUES: dict[Tissue, tuple[str, float, float, float]] = {
     T.SUBCUT_FAT: ("BG", 1.0, 0.80, 0.05),
     T.WALL_MUSCLE: ("BG", 0.33, 0.23, 0.10),
     T.BOWEL: ("BG", 0.5, 0.5, 0.1),
-    T.BOWEL_FAT: ("BG", 0.92, 0.72, 0.08),
+    T.BOWEL_FAT: ("BG", 0.95, 0.74, 0.06),
     T.BOWEL_WALL: ("BG", 0.42, 0.32, 0.12),
     T.BOWEL_FLUID: ("BG", 0.24, 0.95, 0.15),
     T.BOWEL_CONTENT: ("BG", 0.45, 0.42, 0.25),
+    T.RETRO_FAT: ("BG", 0.97, 0.76, 0.05),
     T.BOWEL_GAS: ("BG", 0.02, 0.02, 0.0),
     T.FAT: ("BG", 0.97, 0.76, 0.05),
     T.MUSCLE: ("BG", 0.32, 0.21, 0.10),
@@ -129,7 +131,8 @@ assert [int(t) for t in _ORDER] == list(range(N_TISSUES)) and set(_TISSUES) == s
 CLASS_OF_TISSUE = np.array([BY_SHORT[_TISSUES[t][0]].id for t in _ORDER], dtype=np.uint8)
 _BASE = (np.array([_TISSUES[t][1] for t in _ORDER]), np.array([_TISSUES[t][2] for t in _ORDER]))
 _TEXTURE = np.array([_TISSUES[t][3] for t in _ORDER], dtype=np.float32)
-_SOFT = frozenset({T.BOWEL, T.FAT, T.WALL_MUSCLE, T.MUSCLE})  # what muscles and vessels may displace
+_BOWEL = frozenset({T.BOWEL, T.BOWEL_FAT, T.BOWEL_WALL, T.BOWEL_FLUID, T.BOWEL_GAS, T.BOWEL_CONTENT})
+_SOFT = _BOWEL | {T.RETRO_FAT, T.FAT, T.WALL_MUSCLE, T.MUSCLE}  # what muscles and vessels may displace
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         hernia = (float(rng.choice([-6.5, -3.5, 0.0, 3.5, 6.5]) + rng.normal(0, 0.8)),
                   rng.uniform(4.0, 7.5), rng.uniform(3.0, 6.5))
     degenerate = rng.random() < (0.2, 0.45, 0.5)[k]
-    stenotic = rng.random() < (0.12, 0.3, 0.2)[k]
+    stenotic = rng.random() < (0.15, 0.35, 0.28)[k]
     if stenotic:
         ts_w, ts_ap = rng.uniform(7.5, 11.0), rng.uniform(5.0, 7.8)
         post_fat, hyper, flavum = rng.uniform(0.5, 1.5), rng.uniform(1.2, 1.45), rng.uniform(2.4, 3.4)
@@ -290,11 +293,11 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         spinous_tilt=rng.normal(0.0, 1.5),
         psoas=(float(psoas_r[0]), float(psoas_r[1]), (-1.0, -5.0, -12.0)[k] + rng.normal(0.0, 1.5)),
         psoas_asym=rng.uniform(-0.08, 0.08),
-        paraspinal=(rng.uniform(26.0, 33.0) * scale * (1.0, 0.97, 0.9)[k], rng.uniform(0.0, 6.0),
+        paraspinal=(rng.uniform(21.0, 27.0) * scale * (1.0, 0.97, 0.92)[k], rng.uniform(0.0, 5.0),
                     rng.uniform(0.3, 0.7)),
         fat_streaks=tuple((rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.9),
-                           rng.uniform(0.0, math.pi), rng.uniform(3.0, 12.0), rng.uniform(0.3, 0.8))
-                          for _ in range(int(rng.integers(0, 8)))),
+                           rng.uniform(1.2, 1.9), rng.uniform(2.0, 8.0), rng.uniform(0.25, 0.6))
+                          for _ in range(int(rng.integers(0, 5)))),
         iliac=k == 2 or (k == 1 and rng.random() < 0.3),
         vessel_jitter=(rng.normal(0, 2.0), rng.normal(0, 1.5), rng.uniform(0.85, 1.15)),
     )
@@ -380,14 +383,15 @@ def _back_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     half_w = lv.paraspinal[0]
     front = d.vpb + 1.0
     ops: list[Op] = [
-        Paint(halfplane_curve(f, d.vpb - 6.0, 0.004), T.FAT, frozenset({T.BOWEL})),
-        Paint(ellipse(f, 0.0, -d.b_front * 0.2, a + 2 * pr_u + 6, d.b_front + 12), T.FAT, frozenset({T.BOWEL})),
+        Paint(halfplane_curve(f, d.vpb - 6.0, 0.004), T.RETRO_FAT, frozenset({T.BOWEL})),
+        Paint(ellipse(f, 0.0, -d.b_front * 0.2, a + 2 * pr_u + 6, d.b_front + 12), T.RETRO_FAT,
+              frozenset({T.BOWEL})),
     ]
-    over = frozenset({T.BOWEL, T.FAT, T.WALL_MUSCLE})
+    over = frozenset({T.BOWEL, T.RETRO_FAT, T.FAT, T.WALL_MUSCLE})
     for side in (-1.0, 1.0):
         cu = side * (3.0 + half_w)
         depth = (d.muscle_back - front) / 2 + 5.0  # reaches into the fascia; clipped by the fat
-        mass = superellipse(f, cu, front + depth, half_w + 3.0, half_w + 3.0, depth, depth, 2.3)
+        mass = superellipse(f, cu, front + depth, half_w + 3.0, half_w + 3.0, depth, depth, 2.6)
         ops.append(Paint(mass, T.MUSCLE, over))
         if k < 2:  # quadratus lumborum, lateral to psoas above the iliac crest
             qu = side * (a + 2 * pr_u + 10)
@@ -464,7 +468,7 @@ def _vessel_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     du, dv, sz = lv.vessel_jitter
     vf = -d.b_front
     k = lv.disc - DISCS[0]
-    over = frozenset({T.BOWEL, T.FAT})
+    over = _BOWEL | {T.RETRO_FAT, T.FAT}
     if k == 0:  # aorta on the patient's left, inferior vena cava on the right
         return [Paint(ellipse(f, 7 + du, vf - 11 + dv, 9.5 * sz, 9.5 * sz), T.ARTERY, over),
                 Paint(ellipse(f, -15 + du, vf - 9 + dv, 11.0 * sz, 7.0 * sz, 0.2), T.VEIN, over)]
@@ -589,8 +593,8 @@ def _disc_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
         core = ellipse(f, hu, base + hh / 2 - 2.0, hw - 1.5, hh / 2 + 0.3)
     ops: list[Op] = [Paint(shape, T.ANNULUS)]
     size = lv.nucleus_size
-    na, nb = 0.68 * size * (d.a_l + d.a_r) / 2, 0.55 * size * (d.b_front + d.b_back) / 2
-    ops.append(Paint(ellipse(f, 0.0, 1.5, na + 2.0, nb + 1.6), T.TRANSITION, frozenset({T.ANNULUS})))
+    na, nb = 0.66 * size * (d.a_l + d.a_r) / 2, 0.55 * size * (d.b_front + d.b_back) / 2
+    ops.append(Paint(ellipse(f, 0.0, 1.2, na + 3.0, nb + 2.4), T.TRANSITION, frozenset({T.ANNULUS})))
     ops.append(Paint(ellipse(f, 0.0, 1.5, na, nb), T.NUCLEUS, frozenset({T.TRANSITION})))
     if lv.cleft:  # intranuclear cleft: a thin dark horizontal band in adult discs
         ops.append(Paint(capsule(f, (-na * 0.6, 1.2), (na * 0.6, 1.8), 0.55), T.TRANSITION,
@@ -665,12 +669,18 @@ def _smooth_field(rng: np.random.Generator, n_coarse: int, n_fine: int) -> np.nd
 
 def _texture_bowel(tissue: np.ndarray, rng: np.random.Generator) -> None:
     """Replace the BOWEL placeholder with loops: wall, fluid or gas lumen, mesenteric fat."""
-    mask = tissue == T.BOWEL
-    loops = _smooth_field(rng, 30, tissue.shape[0])
-    kind = _smooth_field(rng, 10, tissue.shape[0])
-    lumen = loops > 0.35
+    n = tissue.shape[0]
+    retro = tissue == T.RETRO_FAT
+    mask = (tissue == T.BOWEL) | retro
+    # loops fade out (not get cut) towards the retroperitoneum
+    block = n // 40
+    coarse = retro.reshape(40, block, 40, block).mean(axis=(1, 3), dtype=np.float32)
+    up = _upsampler(40, n)
+    loops = _smooth_field(rng, 30, n) - 2.5 * (up @ coarse @ up.T)
+    kind = _smooth_field(rng, 10, n)
+    lumen = (loops > -0.1) & mask
     wall = _dilate(lumen, 2) & ~lumen  # walls of even thickness (~2-3 mm) around every lumen
-    out = np.full(tissue.shape, T.BOWEL_FAT, dtype=np.uint8)
+    out = np.full(tissue.shape, T.BOWEL_FAT, dtype=np.uint8)  # mesenteric and retroperitoneal fat
     out[wall] = T.BOWEL_WALL
     out[lumen] = T.BOWEL_FLUID
     out[lumen & (kind < -0.4)] = T.BOWEL_CONTENT
