@@ -1,5 +1,16 @@
 """`edge-seg run`: a study folder in, masks, overlays, measurements, DICOM SEG and reports out.
 
+Output layout (OUTPUT is never inside INPUT; names follow the input series folder and slice stem):
+    OUTPUT/summary.json                          outcome, counts, timings, files (always written)
+    OUTPUT/report.json, OUTPUT/report.csv        per slice and class areas, TS grade, disc levels,
+                                                 model/backend/threads/timings, skipped and failed inputs
+    OUTPUT/<series>/labels/<stem>.png            label mask in Mendeley values (50 IVD, 100 PE,
+                                                 150 TS, 200 AAP, 250 background)
+    OUTPUT/<series>/<series>_labels.npy          (N, H, W) uint8 class ids of the segmented slices
+    OUTPUT/<series>/overlays/<stem>.png          slice with class colours and a legend with areas
+    OUTPUT/<series>/<series>_contact_sheet.png   all overlays of the series
+    OUTPUT/<series>/<series>_seg.dcm             DICOM SEG (needs highdicom: the dicom-seg extra)
+
 Exit status: 0 every selected slice was segmented and written; 1 some inputs failed (the rest
 is still written); 2 usage or model error (nothing written).
 """
