@@ -18,6 +18,7 @@ is still written); 2 usage or model error (nothing written).
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,17 +146,24 @@ def _save_npy(array: np.ndarray, path: Path, options: RunOptions) -> None:
     options.written.append(str(path))
 
 
+_MENDELEY_PREFIX = re.compile(r"^(T1|T2|L1)_")
+
+
 def _truth_index(truth: Path | None) -> dict[str, list[Path]]:
+    """Label PNGs by stem, and by Mendeley key (L1_0001_D3 -> 0001_D3, so T2_0001_D3 finds it)."""
     if truth is None:
         return {}
     index: dict[str, list[Path]] = {}
     for path in sorted(truth.rglob("*.png")) if truth.is_dir() else [truth]:
         index.setdefault(path.stem, []).append(path)
+        key = _MENDELEY_PREFIX.sub("", path.stem)
+        if key != path.stem:
+            index.setdefault(f"mendeley:{key}", []).append(path)
     return index
 
 
 def _truth_for(series: Series, stem: str, index: dict[str, list[Path]]) -> Path | None:
-    candidates = index.get(stem, [])
+    candidates = index.get(stem) or index.get(f"mendeley:{_MENDELEY_PREFIX.sub('', stem)}", [])
     if len(candidates) > 1:
         preferred = [p for p in candidates if p.parent.name in (f"{series.folder.name}_labels", series.folder.name)]
         candidates = preferred or candidates

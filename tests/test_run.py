@@ -343,3 +343,17 @@ def test_a_slice_whose_output_cannot_be_written_fails_alone(tmp_path: Path, band
     assert "writing outputs failed" in slices[1]["reason"]
     assert slices[1]["areas"]["TS"] > 0  # measured before the write failed, still reported
     assert (blocker.parent / f"{_stems(3)[0]}.png").is_file() and (blocker.parent / f"{_stems(3)[2]}.png").is_file()
+
+
+def test_truth_pairs_mendeley_png_slices_with_their_l1_labels(tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture) -> None:
+    slices = tmp_path / "in" / "T2_Output"
+    labels = tmp_path / "truth" / "Label_Images"
+    slices.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for disc, shift in ((3, 0), (4, 2)):
+        raw, mask = band_model.banded_slice(shift=shift)
+        Image.fromarray(raw).save(slices / f"T2_0007_D{disc}.png")
+        Image.fromarray(ids_to_mendeley(mask)).save(labels / f"L1_0007_D{disc}.png")
+    assert _run(tmp_path, bands, "formats", "report", "truth", tmp_path / "truth") == 0
+    scores = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["scores"]
+    assert scores["n_slices"] == 2 and scores["mean_dice"] == 1.0
