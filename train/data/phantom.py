@@ -232,7 +232,7 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
         levels=levels,
         gain=(rng.uniform(1800.0, 3000.0), rng.uniform(1800.0, 3200.0)),
         snr=(rng.uniform(18.0, 45.0), rng.uniform(12.0, 35.0)),
-        blur_sigma=rng.uniform(0.3, 0.65),
+        blur_sigma=rng.uniform(0.4, 0.75),
         bias=tuple(float(b) for b in (rng.normal(0, 0.12), rng.uniform(0.05, 0.3), rng.normal(0, 0.1),
                                       rng.normal(0, 0.1), rng.normal(0, 0.08))),
         contrast_jitter=(rng.normal(1.0, 0.04, N_TISSUES), rng.normal(1.0, 0.04, N_TISSUES)),
@@ -689,7 +689,7 @@ def _texture_bowel(tissue: np.ndarray, rng: np.random.Generator) -> None:
     coarse = retro.reshape(40, block, 40, block).mean(axis=(1, 3), dtype=np.float32)
     loops = _smooth_field(rng, 30, n) - 2.5 * _upsample(coarse, n)
     kind = _smooth_field(rng, 10, n)
-    lumen = (loops > -0.1) & mask
+    lumen = (loops > 0.1) & mask
     wall = _dilate(lumen, 2) & ~lumen  # walls of even thickness (~2-3 mm) around every lumen
     out = np.full(tissue.shape, T.BOWEL_FAT, dtype=np.uint8)  # mesenteric and retroperitoneal fat
     out[wall] = T.BOWEL_WALL
