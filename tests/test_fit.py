@@ -13,39 +13,28 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("tf_keras")
 
 from PIL import Image  # noqa: E402
+from tiny_run import TINY, tiny_run  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from edge_runtime.cli import app  # noqa: E402
 from edge_runtime.labels import CLASSES  # noqa: E402
 from edge_runtime.preprocessing import PreprocessSpec  # noqa: E402
-from train.data.synth import synthesize  # noqa: E402
-from train.fit import MULTI_WORKER, TrainConfig, _schedule, train_command  # noqa: E402
+from train.fit import MULTI_WORKER, TrainConfig, _schedule  # noqa: E402
 from train.models import build_model, count_macs  # noqa: E402
 from train.run_dir import RunDir, RunDirError, resolve_model  # noqa: E402
 
-TINY = {"arch": "unet", "image_size": 32, "base_filters": 4, "batch_size": 2, "seed": 3}
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth4")
-    synthesize(root, patients=4, seed=0)
-    return root
+    return tiny_run(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
-def run(data, tmp_path_factory) -> Path:
-    """A run cut short by --time-budget in epoch 1, then --resume'd to epoch 2.
-
-    Every contract test reads this folder (two trainings keep the file fast on 2 cores).
-    """
-    out = tmp_path_factory.mktemp("runs") / "unet"
-    first = train_command(data=data, out=out, epochs=5, time_budget=0.001, **TINY)
-    (out / "first_metrics.json").write_text(json.dumps(first))
-    (out / "history_before_resume.csv").write_text((out / "history.csv").read_text())
-    train_command(data=data, out=out, epochs=2, resume=True, **TINY)
-    return out
+def run(tmp_path_factory) -> Path:
+    """A run cut short by --time-budget in epoch 1, then --resume'd to epoch 2 (see tiny_run)."""
+    return tiny_run(tmp_path_factory)[1]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -159,15 +159,20 @@ def print_scores(result: EvaluationResult, title: str, console=None) -> None:
 
     console = console or Console()
     spread = result.spread()
-    table = Table(title=title, title_justify="left")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=", ".join(f"{c.short} {c.name}" for c in CLASSES[1:]),
+        caption_justify="left",
+    )
     table.add_column("class")
     table.add_column("Dice", justify="right")
     table.add_column("IoU", justify="right")
-    table.add_column("Dice per patient min / median / max", justify="right")
+    table.add_column("Dice per patient: min / median / max", justify="right")
     for cls in CLASSES:
         s = spread["per_class"][cls.short]["dice"]
         table.add_row(
-            f"{cls.short} ({cls.name})",
+            cls.short,
             f"{result.scores.dice(cls.short):.4f}",
             f"{result.scores.iou(cls.short):.4f}",
             f"{s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}",
@@ -202,8 +207,11 @@ def _load_predictor(model: Path, threads: int | None) -> tuple[Predictor, Prepro
     if threads:
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already started in this process (e.g. right after training)
+            pass
     from train.run_dir import resolve_model
 
     keras_model, run = resolve_model(model)
@@ -246,7 +254,7 @@ def evaluate_command(
     from edge_runtime.backends import BackendError
     from edge_runtime.progress import progress_bar
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     model, data = Path(model), Path(data)
     try:
         if modality not in ("T1", "T2"):
@@ -260,7 +268,7 @@ def evaluate_command(
                 predict, pairs, spec, modality, split=split, progress=lambda done, total: advance(done)
             )
     except (ValueError, OSError, BackendError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     print_scores(result, f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices")
     if json_out is not None:

@@ -423,7 +423,7 @@ def fit_run(
     from train.plots import plot_curves, plot_predictions
     from train.provenance import provenance
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     out = Path(out)
     run = rd.RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -533,8 +533,7 @@ def fit_run(
             sets["test"],
             spec,
             config.modality,
-            batch_size=config.batch_size,
-            split="test",
+            split="test",  # default inference batch, as `edge-seg evaluate` uses: identical numbers
             keep_predictions=True,
         )
         epochs_run = [r for r in recorder.rows if r["epoch"] > initial_epoch]
@@ -580,12 +579,12 @@ def train_command(
     import typer
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         config = prepare_config(
             data, out, arch, encoder, epochs, batch_size, image_size, base_filters, lr, seed, modality, resume, time_budget
         )
         return fit_run(config, Path(out), resume=resume, time_budget=time_budget, console=console)
     except TrainError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
