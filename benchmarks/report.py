@@ -292,7 +292,9 @@ def report_markdown(report: dict[str, Any], accuracy: AccuracyReport, latency: L
         "Each measurement ran in its own process (peak RSS is that process's VmHWM: interpreter, runtime and model). "
         "Warm-up calls first, then timed calls until the repeat count or time budget is reached. GMAC/s = MACs per "
         "slice / median latency; % of ceiling compares it with numpy's fp32 matmul rate at the same thread count "
-        "(int8 kernels can exceed an fp32 ceiling).\n",
+        "(int8 kernels can exceed an fp32 ceiling; a busy machine depresses the multi-thread ceiling most). "
+        "slices/s = 1000 / mean latency (batch 1, one stream). Run spread = (max - min) / median of the "
+        "per-pass medians when several passes ran.\n",
         latency_markdown(latency),
         "## Plots\n",
         "\n".join(f"![{name}]({name})" for name in report["plots"]) + "\n",

@@ -19,7 +19,7 @@ def _sparsity(provenance: dict[str, Any]) -> float | None:
     """Target sparsity from the provenance (top level or its `optimization` entry)."""
     optimization = provenance.get("optimization")
     for source in (provenance, optimization if isinstance(optimization, dict) else {}):
-        for key in ("sparsity", "target_sparsity", "prune", "pruning_sparsity"):
+        for key in ("prune", "target_sparsity", "sparsity", "pruning_sparsity"):
             value = source.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1:
                 return float(value)
