@@ -61,6 +61,13 @@ class RunOptions:
     overwrite: bool
     truth: Path | None
     written: list[str] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=dict)  # wall time of run stages outside the segmenter
+
+    def clock(self, stage: str, since: float) -> float:
+        """Add the time since `since` to `stage`; returns now, to chain stages."""
+        now = time.perf_counter()
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + now - since
+        return now
 
 
 def parse_formats(formats: str | None) -> tuple[str, ...]:
@@ -216,6 +223,7 @@ def _process_series(
     for offset in range(0, len(series.slices), batch):
         chunk = list(range(offset, min(offset + batch, len(series.slices))))
         pixels: list[np.ndarray | None] = []
+        tick = time.perf_counter()
         for i in chunk:
             try:
                 pixels.append(load_pixels(series.slices[i]))
@@ -225,6 +233,7 @@ def _process_series(
             except Exception as exc:  # an odd header value must cost one slice, not the study
                 pixels.append(None)
                 outcome.failed_indices[i] = f"cannot read slice ({type(exc).__name__}: {exc})"
+        options.clock("decode", tick)
         for i, image, result in zip(chunk, pixels, segmenter.segment(pixels), strict=True):
             if image is None:
                 continue
@@ -234,6 +243,7 @@ def _process_series(
             masks[i], images[i] = result.mask, image
             outcome.inference_ms[i] = 1000.0 * result.inference_s
         advance(len(chunk))
+    tick = time.perf_counter()
     measurement = measure_series(
         [masks.get(i) for i in range(len(series.slices))],
         [r.pixel_spacing for r in series.slices],
@@ -243,6 +253,7 @@ def _process_series(
         _ap_axis(series),
     )
     outcome.measurement = measurement
+    tick = options.clock("measure", tick)
     by_index = {m.index: m for m in measurement.slices}
     for i in sorted(masks):
         record = series.slices[i]
@@ -260,9 +271,11 @@ def _process_series(
             outcome.failed_indices[i] = f"writing outputs failed ({type(exc).__name__}: {exc})"
     for i, reason in sorted(outcome.failed_indices.items()):
         outcome.failed.append(InputIssue(series.slices[i].path, reason))
-    _write_series_files(series, masks, overlays, segmenter, options, outcome)
+    _write_series_files(series, masks, overlays, segmenter, options, outcome, tick)
     if truth_index:
+        tick = time.perf_counter()
         _score(series, masks, truth_index, outcome)
+        options.clock("truth", tick)
     outcome.outputs["folder"] = str(folder)
     outcome.seconds = time.perf_counter() - start
     return outcome
@@ -275,6 +288,7 @@ def _write_series_files(
     segmenter: Segmenter,
     options: RunOptions,
     outcome: SeriesOutcome,
+    tick: float,
 ) -> None:
     folder = options.output / series.name
     order = sorted(masks)
@@ -301,8 +315,10 @@ def _write_series_files(
             outcome.outputs["overlays"] = str(folder / "overlays")
     except Exception as exc:  # disk full, permissions, mismatched slices: reported, the run goes on
         outcome.failed.append(InputIssue(folder, f"writing series outputs failed ({type(exc).__name__}: {exc})"))
+    tick = options.clock("outputs", tick)
     if "seg" in options.formats:
         _write_seg(series, masks, segmenter, options, outcome)
+        options.clock("dicom_seg", tick)
 
 
 def _write_seg(
@@ -468,7 +484,7 @@ def run_command(
         "inference": seg_t.inference_s,
         "postprocess": seg_t.postprocess_s,
         "inference_ms_per_slice": seg_t.inference_ms_per_slice,
-    }
+    } | options.stage_s
     failures = len(study.failed) + sum(len(o.failed) for o in outcomes)
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
