@@ -103,19 +103,24 @@ def synth(
     from edge_runtime.progress import progress_bar
 
     synthesize = load_command("train.data.synth", "synthesize")
-    with progress_bar("synthesising patients", total=patients) as advance:
-        summary = synthesize(
-            out=out,
-            patients=patients,
-            seed=seed,
-            dicom=dicom,
-            preview=preview,
-            progress=lambda done, total: advance(done),
-        )
+    try:
+        with progress_bar("synthesising patients", total=patients) as advance:
+            summary = synthesize(
+                out=out,
+                patients=patients,
+                seed=seed,
+                dicom=dicom,
+                preview=preview,
+                progress=lambda done, total: advance(done),
+            )
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     shares = ", ".join(f"{name} {100 * share:.1f}%" for name, share in summary.class_pixel_share.items())
     err.print(
-        f"wrote {summary.n_slices} slices of {summary.n_patients} patients to {out} "
-        f"({summary.slices_per_second:.1f} slices/s); class pixel shares: {shares}"
+        f"wrote {summary.n_slices} labelled slices ({summary.n_rendered} rendered, {summary.n_dicom} DICOM) "
+        f"of {summary.n_patients} patients to {out} in {summary.seconds:.1f} s "
+        f"({summary.slices_per_second:.1f} rendered slices/s); class pixel shares: {shares}"
     )
 
 
