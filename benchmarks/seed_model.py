@@ -45,22 +45,7 @@ def seed_unet(input_size: int = SEED_INPUT_SIZE, num_classes: int = NUM_CLASSES,
 
 
 def seed_macs(model) -> int:
-    """Total multiply-accumulates per slice of the seed model.
+    """Total multiply-accumulates per slice of the seed model (transposed convs included)."""
+    from train.models.macs import count_macs
 
-    train.models.count_macs treats Conv2DTranspose as a Conv2D over its *output* (it is a
-    Conv2D subclass), which overcounts a stride-2 transposed conv by stride**2; here each
-    transposed conv is counted as input pixels x kernel x in_c x out_c instead.
-    """
-    from tf_keras import layers
-
-    from train.models.macs import layer_macs
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2DTranspose):
-            _, in_h, in_w, in_c = layer.input_shape
-            kh, kw = layer.kernel_size
-            total += int(in_h * in_w * kh * kw * in_c * layer.filters)
-        else:
-            total += layer_macs(layer)
-    return total
+    return count_macs(model)["total"]

@@ -13,6 +13,10 @@ def layer_macs(layer: keras.layers.Layer) -> int:
         out_h, out_w, out_c = layer.output_shape[1:]
         kh, kw = layer.kernel_size
         return int(out_h * out_w * out_c * kh * kw)
+    if isinstance(layer, layers.Conv2DTranspose):  # each input pixel scatters a kernel
+        in_h, in_w, in_c = layer.input_shape[1:]
+        kh, kw = layer.kernel_size
+        return int(in_h * in_w * in_c * kh * kw * layer.filters)
     if isinstance(layer, layers.Conv2D):
         out_h, out_w, out_c = layer.output_shape[1:]
         in_c = layer.input_shape[-1]
