@@ -21,7 +21,7 @@ from edge_runtime.preprocessing import PreprocessSpec
 from export.calibration import CalibrationSet, as_calibration, calibration_slices
 from export.formats import ExportFormat, ExportInputError, parse_formats
 from export.graph_ops import OpReport, onnx_ops, tflite_ops
-from export.model_io import is_qat_model, load_keras_model
+from export.model_io import is_qat_model, load_keras_model, run_model_file
 from export.validate import ValidationReport, ValidationSet, held_out_validation_set, predict_keras, validate_artefact
 from train.provenance import git_state
 
@@ -311,11 +311,6 @@ class ExportSource:
     name: str
 
 
-def _run_model_file(run) -> Path:
-    """A run's model: config "model_file" when set (QAT runs save model.h5), else model.keras."""
-    return run.path / str(run.config().get("model_file", run.model_path.name))
-
-
 def resolve_source(model_or_run: Path) -> ExportSource:
     """Load a run folder, a run's model file, or a bare .keras/.h5 model, refusing anything else."""
     from train.run_dir import RunDir, RunDirError
@@ -328,11 +323,11 @@ def resolve_source(model_or_run: Path) -> ExportSource:
             run = RunDir(path)
             if not run.is_run():
                 raise ExportInputError(f"{path}: not a run folder (no config.json) and not a Keras model")
-            model_path = _run_model_file(run)
+            model_path = run_model_file(run)
         else:
             model_path = path
             run = RunDir(path.parent)
-            run = run if run.is_run() and _run_model_file(run).resolve() == path.resolve() else None
+            run = run if run.is_run() and run_model_file(run).resolve() == path.resolve() else None
         model = load_keras_model(model_path)
         config = run.config() if run is not None else {}
         size = (getattr(model, "input_shape", None) or (None, 0))[1]

@@ -15,6 +15,11 @@ def is_qat_model(model) -> bool:
     return any(type(layer).__name__ in _QAT_LAYERS for layer in model.layers)
 
 
+def run_model_file(run) -> Path:
+    """A run folder's model: config "model_file" when set (QAT runs save model.h5), else model.keras."""
+    return run.path / str(run.config().get("model_file", run.model_path.name))
+
+
 def load_keras_model(path: Path):
     """Load a `.keras`/`.h5` model (QAT wrappers included) or raise ExportInputError naming the file.
 
