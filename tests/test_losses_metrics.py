@@ -130,3 +130,40 @@ def test_loss_falls_over_a_few_steps_on_a_tiny_batch() -> None:
     losses = history.history["loss"]
     assert losses[-1] < 0.7 * losses[0], losses
     assert "mean_dice" in history.history and "dice_IVD" in history.history
+
+
+def _fractions(seed: int, shape=(2, 8, 8)) -> np.ndarray:
+    """Random per-pixel class fractions summing to 1 (like labels resized bilinearly)."""
+    raw = np.random.default_rng(seed).random((*shape, NUM_CLASSES)) ** 4
+    return (raw / raw.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _numpy_dice_ce_fractions(target, probs, weights, smooth=1.0):
+    t = target.reshape(-1, NUM_CLASSES).astype(np.float64)
+    p = probs.reshape(-1, NUM_CLASSES).astype(np.float64)
+    pixel_w = t @ np.asarray(weights, float)
+    ce = (pixel_w * -(t * np.log(np.clip(p, 1e-7, 1))).sum(-1)).sum() / pixel_w.sum()
+    dice = (2 * (t * p).sum(0) + smooth) / (t.sum(0) + p.sum(0) + smooth)
+    return ce + 1 - (weights[1:] * dice[1:]).sum() / sum(weights[1:])
+
+
+def test_dice_ce_loss_on_class_fractions_matches_numpy_and_equals_ids_for_one_hot() -> None:
+    _, probs = _random_case(4, shape=(2, 8, 8))
+    target = _fractions(4)
+    weights = [0.5, 1.0, 2.0, 1.0, 3.0]
+    value = float(dice_ce_loss(class_weights=weights)(tf.constant(target), tf.constant(probs)))
+    assert value == pytest.approx(_numpy_dice_ce_fractions(target, probs, weights), rel=1e-5)
+    truth, _ = _random_case(4, shape=(2, 8, 8))
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[truth]
+    from_ids = float(dice_ce_loss(class_weights=weights)(tf.constant(truth), tf.constant(probs)))
+    from_one_hot = float(dice_ce_loss(class_weights=weights)(tf.constant(one_hot), tf.constant(probs)))
+    assert from_ids == pytest.approx(from_one_hot, rel=1e-6)
+
+
+def test_metric_scores_class_fractions_by_their_majority_class() -> None:
+    target = _fractions(8, shape=(3, 10, 10))
+    _, probs = _random_case(8, shape=(3, 10, 10))
+    reference = segmentation_scores(probs.argmax(-1), target.argmax(-1))
+    metric = ConfusionMatrixMetric()
+    metric.update_state(target, probs)
+    assert float(metric.result()["mean_dice"]) == pytest.approx(reference.mean_dice, abs=1e-6)

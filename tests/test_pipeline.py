@@ -9,7 +9,8 @@ tf = pytest.importorskip("tensorflow")
 
 from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
 
-from train.pipeline import AugmentConfig, SliceArrays, augment_pair, make_dataset  # noqa: E402
+from edge_runtime.preprocessing import PreprocessSpec, prepare_labels, prepare_slice  # noqa: E402
+from train.pipeline import AugmentConfig, SliceArrays, augment_pair, label_fractions, make_dataset  # noqa: E402
 
 SIZE = 64
 # Intensity encodes the class: background 0 (the fill value), then distinct levels.
@@ -124,3 +125,68 @@ def test_make_dataset_rejects_empty_input() -> None:
     empty = SliceArrays(np.zeros((0, 8, 8, 1), np.float32), np.zeros((0, 8, 8), np.uint8), ())
     with pytest.raises(ValueError, match="empty split"):
         make_dataset(empty, 2, training=True)
+
+
+def test_label_fractions_are_area_averages_registered_with_the_image() -> None:
+    _, mask = _phantom()
+    raw = mask.astype(np.float32) * 100 + 7
+    spec = PreprocessSpec(input_size=32)
+    _, geometry = prepare_slice(raw, spec)
+    fractions = label_fractions(mask, geometry, 32)
+    # 64 -> 32 px: each model pixel covers a 2x2 block; its fractions are that block's class shares
+    blocks = np.eye(5, dtype=np.float32)[mask].reshape(32, 2, 32, 2, 5).mean(axis=(1, 3))
+    np.testing.assert_allclose(fractions, blocks, atol=1e-6)
+
+
+def test_label_fractions_pad_non_square_slices_like_the_image() -> None:
+    _, mask = _phantom()
+    narrow = mask[:, 4:60]  # 64 x 56: padded 4 columns each side, as prepare_slice does
+    spec = PreprocessSpec(input_size=64)
+    _, geometry = prepare_slice(narrow.astype(np.float32) + 1, spec)
+    fractions = label_fractions(narrow, geometry, 64)
+    np.testing.assert_allclose(fractions.sum(-1), 1.0, atol=1e-6)
+    assert (fractions[:, :4, 0] == 1).all() and (fractions[:, 60:, 0] == 1).all()
+    np.testing.assert_array_equal(fractions.argmax(-1), prepare_labels(narrow, spec))  # same size: exact
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_augmentation_keeps_class_fractions_aligned_and_normalised(seed: int) -> None:
+    image, mask = _phantom()
+    fractions = np.eye(5, dtype=np.float32)[mask]
+    out_image, out_fractions = augment_pair(
+        tf.constant(image), tf.constant(fractions), tf.constant([seed, 2]), AugmentConfig.geometric_only()
+    )
+    out_image, out_fractions = out_image.numpy()[..., 0], out_fractions.numpy()
+    assert out_fractions.shape == (SIZE, SIZE, 5)
+    np.testing.assert_allclose(out_fractions.sum(-1), 1.0, atol=1e-5)
+    # a bilinear image and bilinear fractions agree everywhere: the image is the fraction-weighted level
+    np.testing.assert_allclose(out_image, out_fractions @ LEVELS, atol=1e-5)
+    assert np.abs(out_fractions - fractions).max() > 0.5  # it moved
+
+
+def test_dataset_of_fractions_yields_float_targets() -> None:
+    arrays = _arrays(4)
+    fractions = np.eye(5, dtype=np.float16)[arrays.masks]
+    with_fractions = SliceArrays(arrays.images, arrays.masks, arrays.keys, fractions)
+    _, targets = next(iter(make_dataset(with_fractions, 4, training=False)))
+    assert targets.dtype == tf.float32 and targets.shape == (4, SIZE, SIZE, 5)
+    np.testing.assert_array_equal(targets.numpy().argmax(-1), arrays.masks)
+    _, augmented = next(iter(make_dataset(with_fractions, 4, training=True, seed=1)))
+    np.testing.assert_allclose(augmented.numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_prepare_arrays_uses_the_runtime_preprocessing(tmp_path) -> None:
+    from train.data.mendeley import index_dataset, load_pair
+    from train.data.synth import synthesize
+    from train.pipeline import prepare_arrays
+
+    synthesize(tmp_path, patients=1, seed=4)
+    pairs = index_dataset(tmp_path)
+    spec = PreprocessSpec(input_size=64)
+    arrays = prepare_arrays(pairs, spec, "T2", fractions=True)
+    assert arrays.keys == tuple((p.patient_id, p.disc) for p in pairs)
+    raw, mask = load_pair(pairs[1], "T2")
+    np.testing.assert_array_equal(arrays.images[1, ..., 0], prepare_slice(raw, spec)[0])
+    np.testing.assert_array_equal(arrays.masks[1], prepare_labels(mask, spec))
+    assert arrays.fractions.dtype == np.float16
+    np.testing.assert_allclose(arrays.fractions.astype(np.float32).sum(-1), 1.0, atol=2e-3)

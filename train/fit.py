@@ -444,8 +444,9 @@ def fit_run(
             f"data {config.data}: train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])} patients "
             f"({len(sets['train'])} / {len(sets['val'])} / {len(sets['test'])} slices), {config.modality}, {spec.input_size} px"
         )
-        train_arrays = prepare_arrays(sets["train"], spec, config.modality)
-        val_arrays = prepare_arrays(sets["val"], spec, config.modality)
+        # targets are class fractions resized like the image (see train.pipeline.label_fractions)
+        train_arrays = prepare_arrays(sets["train"], spec, config.modality, fractions=True)
+        val_arrays = prepare_arrays(sets["val"], spec, config.modality, fractions=True)
         train_ds = make_dataset(train_arrays, config.batch_size, training=True, seed=config.seed)
         val_ds = make_dataset(val_arrays, config.batch_size, training=False)
         steps = math.ceil(len(train_arrays) / config.batch_size)
@@ -482,7 +483,7 @@ def fit_run(
             "strategy": type(strategy).__name__,
             "replicas": int(strategy.num_replicas_in_sync),
             "mixed_precision": bool(use_gpu),
-            "loss": "soft Dice (foreground) + cross-entropy",
+            "loss": "soft Dice (foreground) + cross-entropy on class fractions resized like the image",
             "provenance": provenance(seed=config.seed),
         }
         if chief:

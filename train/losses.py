@@ -1,4 +1,4 @@
-"""Segmentation loss: soft Dice plus cross-entropy on integer masks, with optional class weights."""
+"""Segmentation loss: soft Dice plus cross-entropy on class-id masks or class-fraction targets."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from edge_runtime.labels import NUM_CLASSES
 _EPS = 1e-7
 
 
-def _flatten(y_true: tf.Tensor, y_pred: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """(B, H, W[, 1]) class ids and (B, H, W, C) probabilities -> (P,) int32 and (P, C) float32."""
-    probs = tf.reshape(tf.cast(y_pred, tf.float32), (-1, num_classes))
-    labels = tf.reshape(tf.cast(y_true, tf.int32), (-1,))
-    return labels, probs
+def is_fraction_target(y_true: tf.Tensor, num_classes: int) -> bool:
+    """True for (..., C) per-class fractions, False for class ids of shape (B, H, W) or (B, H, W, 1)."""
+    shape = tf.TensorShape(y_true.shape)
+    return num_classes > 1 and shape.rank == 4 and shape[-1] == num_classes
+
+
+def flatten_targets(y_true: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(P, C) float32 targets: one-hot of class ids, or the given per-class fractions."""
+    if is_fraction_target(y_true, num_classes):
+        return tf.reshape(tf.cast(y_true, tf.float32), (-1, num_classes))
+    return tf.one_hot(tf.reshape(tf.cast(y_true, tf.int32), (-1,)), num_classes, dtype=tf.float32)
 
 
 def dice_ce_loss(
@@ -40,8 +46,10 @@ def dice_ce_loss(
             like the reported metric.
         smooth: additive smoothing of the soft Dice (keeps absent classes from dividing by 0).
 
-    y_true holds integer class ids, shape (B, H, W) or (B, H, W, 1). The soft Dice is computed
-    over the whole batch per class (not per image), so slices without a class do not give 0/0.
+    y_true holds integer class ids, shape (B, H, W) or (B, H, W, 1), or per-class fractions
+    (B, H, W, C) summing to 1 (labels resized like the image, see train.pipeline.label_fractions).
+    The soft Dice is computed over the whole batch per class (not per image), so slices without
+    a class do not give 0/0.
     """
     if dice_weight < 0 or ce_weight < 0 or dice_weight + ce_weight == 0:
         raise ValueError(f"need dice_weight, ce_weight >= 0 and not both 0, got {dice_weight}, {ce_weight}")
@@ -51,16 +59,16 @@ def dice_ce_loss(
     first = 0 if include_background_in_dice else 1
 
     def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        labels, probs = _flatten(y_true, y_pred, num_classes)
-        onehot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        target = flatten_targets(y_true, num_classes)
+        probs = tf.reshape(tf.cast(y_pred, tf.float32), (-1, num_classes))
         total = tf.constant(0.0, tf.float32)
         if ce_weight:
-            pixel_ce = -tf.reduce_sum(onehot * tf.math.log(tf.clip_by_value(probs, _EPS, 1.0)), axis=-1)
-            pixel_w = tf.gather(weights, labels)
+            pixel_ce = -tf.reduce_sum(target * tf.math.log(tf.clip_by_value(probs, _EPS, 1.0)), axis=-1)
+            pixel_w = tf.linalg.matvec(target, weights)
             total += ce_weight * tf.reduce_sum(pixel_w * pixel_ce) / tf.maximum(tf.reduce_sum(pixel_w), _EPS)
         if dice_weight:
-            intersection = tf.reduce_sum(onehot * probs, axis=0)[first:]
-            denominator = tf.reduce_sum(onehot, axis=0)[first:] + tf.reduce_sum(probs, axis=0)[first:]
+            intersection = tf.reduce_sum(target * probs, axis=0)[first:]
+            denominator = tf.reduce_sum(target, axis=0)[first:] + tf.reduce_sum(probs, axis=0)[first:]
             dice = (2.0 * intersection + smooth) / (denominator + smooth)
             w = weights[first:]
             total += dice_weight * (1.0 - tf.reduce_sum(w * dice) / tf.reduce_sum(w))

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from edge_runtime.labels import CLASSES, NUM_CLASSES
+from train.losses import is_fraction_target
 
 MONITOR = "mean_dice"
 """Name of the foreground mean Dice in the logs; the checkpoint watches `val_` + this."""
@@ -33,7 +34,8 @@ def scores_from_confusion_tf(confusion: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor
 class ConfusionMatrixMetric(keras.metrics.Metric):
     """Streaming (C, C) confusion matrix of argmax(y_pred) against integer y_true.
 
-    y_true: class ids (B, H, W) or (B, H, W, 1); y_pred: per-class scores (B, H, W, C).
+    y_true: class ids (B, H, W) or (B, H, W, 1), or class fractions (B, H, W, C) scored by their
+    argmax; y_pred: per-class scores (B, H, W, C).
     The matrix is float64 (exact for counts below 2**53) so it sums across replicas on GPUs.
     `result()` returns every score as a dict; subclasses pick one scalar.
     """
@@ -48,7 +50,10 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = tf.reshape(tf.cast(y_true, tf.int32), (-1,))
+        if is_fraction_target(y_true, self.num_classes):  # class fractions: the majority class
+            labels = tf.reshape(tf.argmax(y_true, axis=-1, output_type=tf.int32), (-1,))
+        else:
+            labels = tf.reshape(tf.cast(y_true, tf.int32), (-1,))
         preds = tf.reshape(tf.argmax(y_pred, axis=-1, output_type=tf.int32), (-1,))
         weights = None if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), (-1,))
         batch = tf.math.confusion_matrix(labels, preds, self.num_classes, weights=weights, dtype=tf.float64)
