@@ -357,3 +357,22 @@ def test_truth_pairs_mendeley_png_slices_with_their_l1_labels(tmp_path: Path, ba
     assert _run(tmp_path, bands, "formats", "report", "truth", tmp_path / "truth") == 0
     scores = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["scores"]
     assert scores["n_slices"] == 2 and scores["mean_dice"] == 1.0
+
+
+def test_non_square_slices_keep_their_size_through_masks_npy_and_seg(tmp_path: Path, bands: Path) -> None:
+    slices = [band_model.banded_slice(shift=s) for s in (0, 3)]
+    raws = [raw[:, 2:62] for raw, _ in slices]  # 64 x 60, like the 320 x 310 scans
+    masks = [mask[:, 2:62] for _, mask in slices]
+    for k, ds in enumerate(f.mr_series(raws)):
+        f.write(ds, tmp_path / "in" / "narrow" / f"IM{k}.dcm")
+    assert _run(tmp_path, bands) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "narrow" / "narrow_labels.npy"), np.stack(masks))
+    series = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]
+    if "seg" in series["outputs"]:
+        hd = pytest.importorskip("highdicom")
+        seg = hd.seg.segread(series["outputs"]["seg"])
+        assert (seg.Rows, seg.Columns) == (64, 60)
+        decoded = seg.get_pixels_by_source_instance(
+            [e["sop_instance_uid"] for e in series["slices"]], combine_segments=True, assert_missing_frames_are_empty=True
+        )
+        np.testing.assert_array_equal(decoded, np.stack(masks))
