@@ -29,10 +29,43 @@ def convert_onnx(model, path: Path, opset: int = OPSET) -> None:
     signature = [tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)]
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+        replace_deprecated_resize(proto)
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # tf2onnx and onnx raise assorted types
         raise OnnxExportError(f"ONNX conversion failed: {exc}") from exc
     onnx.save(proto, str(path))
+
+
+def replace_deprecated_resize(proto) -> int:
+    """Rewrite tf2onnx's nearest Resize from `tf_half_pixel_for_nn` (deprecated since opset 13,
+    onnxruntime warns on every session) to the equivalent `asymmetric` mode; returns how many.
+
+    For an integer scale s and nearest_mode floor both map output x = s*k + j (0 <= j < s) to
+    input k: floor((x + 0.5) / s) == floor(x / s). Other scales are left untouched.
+    """
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    changed = 0
+    for node in proto.graph.node:
+        if node.op_type != "Resize":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        scales = initializers.get(node.input[2]) if len(node.input) > 2 else None
+        if (
+            attrs.get("coordinate_transformation_mode") != b"tf_half_pixel_for_nn"
+            or attrs.get("mode") != b"nearest"
+            or attrs.get("nearest_mode", b"round_prefer_floor") != b"floor"
+            or scales is None
+            or scales.size == 0
+            or not np.all((scales >= 1) & (scales == np.round(scales)))
+        ):
+            continue
+        for attr in node.attribute:
+            if attr.name == "coordinate_transformation_mode":
+                attr.s = b"asymmetric"
+        changed += 1
+    return changed
 
 
 class _SliceReader:
