@@ -277,3 +277,78 @@ def test_onnx_resize_uses_no_deprecated_mode(exported):
             if a.name == "coordinate_transformation_mode"
         }
         assert modes == {b"asymmetric"}, (name, modes)
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    import run_factory
+
+    root = tmp_path_factory.mktemp("run")
+    data = run_factory.make_data(root / "data", patients=6)
+    return data, run_factory.make_run(root / "unet-tiny", data)
+
+
+def test_calibration_takes_training_patients_only_deterministically(run_folder):
+    from edge_runtime.preprocessing import prepare_slice
+    from export.calibration import calibration_slices
+    from train.data.mendeley import index_dataset, load_pair
+    from train.run_dir import RunDir
+
+    data, run = run_folder
+    split = json.loads((run / "split.json").read_text())
+    cal = calibration_slices(data, SPEC, 5, run=RunDir(run))
+    assert cal.images.shape == (5, SIZE, SIZE, 1) and cal.images.dtype == np.float32
+    assert set(cal.patients) <= set(split["train"])
+    assert not set(cal.patients) & (set(split["val"]) | set(split["test"]))
+    first = next(p for p in index_dataset(data) if p.patient_id in split["train"])
+    np.testing.assert_allclose(cal.images[0, ..., 0], prepare_slice(load_pair(first, "T2")[0], SPEC)[0])
+    again = calibration_slices(data, SPEC, 5, run=RunDir(run))
+    np.testing.assert_array_equal(cal.images, again.images)
+
+
+def test_calibration_refuses_missing_or_short_data(run_folder, tmp_path):
+    from export.calibration import calibration_slices
+    from export.formats import ExportInputError
+    from train.run_dir import RunDir
+
+    data, run = run_folder
+    with pytest.raises(ExportInputError, match="nowhere: calibration data folder not found"):
+        calibration_slices(tmp_path / "nowhere", SPEC, 4)
+    with pytest.raises(ExportInputError, match=r"asked for 500 calibration slices .* only \d+; pass --calibration-samples"):
+        calibration_slices(data, SPEC, 500, run=RunDir(run))
+    with pytest.raises(ExportInputError, match="no usable training slices"):
+        calibration_slices(tmp_path, SPEC, 4)
+
+
+def test_export_command_on_a_run_folder(run_folder, tmp_path):
+    from export.exporter import export_command
+
+    _, run = run_folder
+    config = json.loads((run / "config.json").read_text())
+    results = export_command(run, tmp_path, "tflite-int8,onnx-int8", calibration_samples=4)
+    assert [r.path.name for r in results] == ["unet-tiny-tflite-int8.tflite", "unet-tiny-onnx-int8.onnx"]
+    manifest = load_verified_manifest(results[0].path)
+    assert manifest.provenance["calibration"]["slices"] == 4
+    assert "training-split patients" in manifest.provenance["calibration"]["source"]
+    assert manifest.provenance["data"] == config["data"] and manifest.provenance["seed"] == 0
+    assert manifest.validation["reference"] == "ground-truth" and manifest.validation["held_out"]
+    assert "test-split" in manifest.validation["source"]
+    baseline = json.loads((run / "metrics.json").read_text())
+    assert manifest.baseline_metrics["mean_dice"] == baseline["mean_dice"]
+    assert manifest.macs_per_slice == config["macs_per_slice"]
+    summary = json.loads((tmp_path / "unet-tiny-export.json").read_text())
+    assert [s["format"] for s in summary] == ["tflite-int8", "onnx-int8"]
+
+
+def test_export_cli_refuses_unusable_calibration_data(run_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_runtime.cli import app
+
+    _, run = run_folder
+    args = ["export", str(run), "--out", str(tmp_path / "o"), "--formats", "tflite-int8", "--calibration-data"]
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "calibration data folder not found" in result.output
+    result = CliRunner().invoke(app, [*args, str(tmp_path)])
+    assert result.exit_code == 2 and "no usable training slices" in result.output
+    assert not (tmp_path / "o").exists()
