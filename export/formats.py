@@ -47,7 +47,7 @@ QAT_FORMATS = ("tflite-int8",)
 
 
 def parse_formats(formats: str | Iterable[str], qat: bool = False) -> list[ExportFormat]:
-    """ "all" or a comma list (or an iterable) of format names -> ExportFormat list, in order.
+    """Format names (a comma list, an iterable, or "all") -> ExportFormat list, in order.
 
     "all" means every format the model supports (for a QAT model: the int8 ones). Raises
     ExportInputError naming an unknown format or one a QAT model cannot produce.
