@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +25,20 @@ def _representative(calibration: np.ndarray):
             yield [calibration[i : i + 1].astype(np.float32)]
 
     return generate
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """The converter's C++ quantiser prints progress to fd 1; keep stdout for command output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def convert_tflite(model, precision: str, calibration: np.ndarray | None = None) -> bytes:
@@ -55,7 +72,8 @@ def convert_tflite(model, precision: str, calibration: np.ndarray | None = None)
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        content = converter.convert()
+        with _native_stdout_to_stderr():
+            content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError
         raise ConversionError(f"TFLite {precision} conversion failed: {exc}") from exc
     inputs, outputs = tflite_tensor_specs(content)
