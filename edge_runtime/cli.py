@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edge_runtime import __version__
 
@@ -27,7 +28,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Accuracy and latency benchmarks of every exported variant.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 # Modules whose absence means an optional extra is missing, and the extra that provides them.
 _EXTRA_FOR_MODULE = {
@@ -50,7 +51,7 @@ def _exit_for_missing_extra(exc: ImportError) -> None:
         raise exc
     err.print(
         f"[red]error:[/] this command needs the '{extra}' extra ({missing} is not installed): "
-        f"pip install 'edge-seg[{extra}]'"
+        + escape(f"pip install 'edge-seg[{extra}]'")
     )
     raise typer.Exit(2) from None
 
