@@ -66,18 +66,36 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.where(fg, (1 - alpha) * grey + alpha * colors, grey)
 
 
+def crop_box(*masks: np.ndarray, margin: float = 0.25, min_side: int = 48) -> tuple[slice, slice]:
+    """A square window around the foreground of `masks` (the spine is small in an axial slice)."""
+    fg = np.zeros(masks[0].shape, bool)
+    for mask in masks:
+        fg |= mask > 0
+    height, width = fg.shape
+    if not fg.any():
+        return slice(0, height), slice(0, width)
+    rows, cols = np.nonzero(fg)
+    side = max(int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1, min_side)
+    side = min(int(side * (1 + 2 * margin)), height, width)
+    top = int(np.clip((rows.min() + rows.max()) // 2 - side // 2, 0, height - side))
+    left = int(np.clip((cols.min() + cols.max()) // 2 - side // 2, 0, width - side))
+    return slice(top, top + side), slice(left, left + side)
+
+
 def plot_predictions(predictions: Sequence[SlicePrediction], out: Path, max_slices: int = 6) -> Path:
-    """Rows of slices (spread over patients): image | truth overlay | prediction overlay."""
+    """Rows of slices (spread over patients): image | truth overlay | prediction overlay, cropped to the spine."""
     if not predictions:
         raise ValueError("no predictions to plot")
     step = max(1, len(predictions) // max_slices)
     chosen = list(predictions)[::step][:max_slices]
     fig, axes = plt.subplots(len(chosen), 3, figsize=(7.5, 2.5 * len(chosen)), squeeze=False)
     for row, item in zip(axes, chosen, strict=True):
+        box = crop_box(item.truth, item.pred)
+        image, truth, pred = item.image[box], item.truth[box], item.pred[box]
         panels = (
-            (np.clip(item.image, 0, 1), f"{item.patient_id} D{item.disc}"),
-            (overlay(item.image, item.truth), "truth"),
-            (overlay(item.image, item.pred), "prediction"),
+            (np.clip(image, 0, 1), f"{item.patient_id} D{item.disc}"),
+            (overlay(image, truth), "truth"),
+            (overlay(image, pred), "prediction"),
         )
         for ax, (data, title) in zip(row, panels, strict=True):
             ax.imshow(data, cmap="gray" if data.ndim == 2 else None, vmin=0, vmax=1)
