@@ -320,6 +320,21 @@ def bench_all(
     )
 
 
+@app.command()
+def recipe(
+    name: Annotated[str, typer.Argument(help="Recipe name: default (the bundled model) or smoke (minutes).")] = "default",
+    out: Annotated[Path, typer.Option(help="Folder for data, runs, artefacts, report and recipe.json.")] = Path(
+        "recipe-out"
+    ),
+    bundle: Annotated[
+        bool, typer.Option(help="Ship the int8 models as the package default and the example study in examples/.")
+    ] = False,
+) -> None:
+    """Reproduce every shipped artefact in one command: synth, train, prune, QAT, export, bench (needs 'train')."""
+    command = load_command("benchmarks.recipe", "recipe_command")
+    raise typer.Exit(command(name=name, out=out, bundle=bundle))
+
+
 def main() -> None:
     app()
 

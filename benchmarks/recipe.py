@@ -1,0 +1,229 @@
+"""`edge-seg recipe`: every shipped artefact from one seeded command (synth -> train -> compress -> export -> bench)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from edge_runtime.atomic import atomic_write_text
+from edge_runtime.manifest import manifest_path, read_manifest, write_manifest
+
+BUNDLE_DIR = Path(__file__).resolve().parent.parent / "edge_runtime" / "models"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+INTENDED_USE = (
+    "Research and evaluation only. Trained on synthetic phantoms (edge-seg synth), not on patient "
+    "data. Not a medical device; not for clinical use."
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of one reproducible end-to-end run."""
+
+    patients: int
+    data_seed: int
+    arch: str
+    image_size: int
+    base_filters: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    prune: tuple[float, ...]
+    qat: bool
+    optimize_epochs: int
+    example_seed: int
+    quick_bench: bool
+    calibration_samples: int = 64
+
+
+RECIPES: dict[str, Recipe] = {
+    # The bundled model: int8 U-Net, 0.5 M parameters, ~0.34 GMAC per 160x160 slice.
+    "default": Recipe(
+        patients=60,
+        data_seed=1,
+        arch="unet",
+        image_size=160,
+        base_filters=8,
+        epochs=60,
+        batch_size=8,
+        lr=2e-3,
+        seed=0,
+        prune=(0.5, 0.75),
+        qat=True,
+        optimize_epochs=4,
+        example_seed=2024,
+        quick_bench=False,
+    ),
+    # Minutes, not tens of minutes: the test suite runs this so the recipe cannot rot.
+    "smoke": Recipe(
+        patients=4,
+        data_seed=1,
+        arch="unet",
+        image_size=32,
+        base_filters=4,
+        epochs=1,
+        batch_size=4,
+        lr=2e-3,
+        seed=0,
+        prune=(0.5,),
+        qat=False,
+        optimize_epochs=1,
+        example_seed=2024,
+        quick_bench=True,
+        calibration_samples=6,
+    ),
+}
+
+
+class _Steps:
+    """Runs named steps, timing each and recording failures of optional ones."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.record: dict[str, Any] = {}
+
+    def __call__(self, name: str, action: Callable[[], Any], required: bool = True) -> Any:
+        self.console.rule(f"[bold]{name}")
+        start = time.perf_counter()
+        try:
+            result = action()
+        except typer.Exit as exc:
+            result = exc.exit_code
+        seconds = time.perf_counter() - start
+        ok = result in (None, 0) or not isinstance(result, int)
+        self.record[name] = {"seconds": round(seconds, 1), "ok": ok}
+        self.console.print(f"{name}: {'done' if ok else 'FAILED'} in {seconds / 60:.1f} min")
+        if not ok and required:
+            raise typer.Exit(1)
+        return result
+
+
+def _bundle(artifacts: Path, name: str, example: Path) -> list[Path]:
+    """Copy the int8 TFLite and ONNX models into the package and the example study into examples/."""
+    written = []
+    for source_name, target_name in (
+        (f"{name}-tflite-int8.tflite", "default.tflite"),
+        (f"{name}-onnx-int8.onnx", "default.onnx"),
+    ):
+        source = artifacts / source_name
+        target = BUNDLE_DIR / target_name
+        BUNDLE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        manifest = read_manifest(source)
+        manifest.model_file = target_name
+        manifest.name = "edge-seg default (synthetic phantoms)"
+        manifest.provenance = {**manifest.provenance, "intended_use": INTENDED_USE, "trained_on": "synthetic phantoms"}
+        write_manifest(manifest, target)
+        written += [target, manifest_path(target)]
+    series = sorted(p for p in (example / "01_MRI_Data").glob("*/*") if p.is_dir() and not p.name.endswith("_labels"))[0]
+    for target, source in ((EXAMPLES_DIR / "study", series), (EXAMPLES_DIR / "truth", series.with_name(series.name + "_labels"))):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+        written.append(target)
+    return written
+
+
+def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
+    """Run recipe `name` into `out`; with `bundle`, ship its int8 models and example study in the package."""
+    from benchmarks.report import bench_all_command
+    from export.exporter import export_command
+    from export.optimize import optimize_run
+    from train.data.synth import synthesize
+    from train.fit import train_command
+
+    if name not in RECIPES:
+        Console(stderr=True).print(f"[red]error:[/] unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        return 2
+    recipe = RECIPES[name]
+    out = Path(out)
+    console = Console(stderr=True, soft_wrap=True)
+    step = _Steps(console)
+    data, runs, artifacts = out / "data", out / "runs", out / "artifacts"
+    base = runs / recipe.arch
+    total_start = time.perf_counter()
+
+    step("synth", lambda: synthesize(out=data, patients=recipe.patients, seed=recipe.data_seed))
+    step("example study", lambda: synthesize(out=out / "example", patients=1, seed=recipe.example_seed, dicom=True))
+    step(
+        "train",
+        lambda: train_command(
+            data=data,
+            out=base,
+            arch=recipe.arch,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            image_size=recipe.image_size,
+            base_filters=recipe.base_filters,
+            lr=recipe.lr,
+            seed=recipe.seed,
+        ),
+    )
+    step(
+        "export float",
+        lambda: export_command(
+            base, out=artifacts, formats="all", name=recipe.arch, calibration_samples=recipe.calibration_samples
+        ),
+    )
+    for sparsity in recipe.prune:
+        label = f"{recipe.arch}-pruned{round(sparsity * 100)}"
+        step(
+            f"prune {sparsity:.0%}",
+            lambda s=sparsity, lb=label: optimize_run(base, runs / lb, prune=s, epochs=recipe.optimize_epochs, console=console),
+            required=False,
+        )
+        if (runs / label / "model.keras").is_file():
+            step(
+                f"export {label}",
+                lambda lb=label: export_command(
+                    runs / lb,
+                    out=artifacts,
+                    formats="tflite-int8,onnx-int8",
+                    name=lb,
+                    calibration_samples=recipe.calibration_samples,
+                ),
+                required=False,
+            )
+    if recipe.qat:
+        label = f"{recipe.arch}-qat"
+        step(
+            "QAT",
+            lambda: optimize_run(base, runs / label, qat=True, epochs=recipe.optimize_epochs, console=console),
+            required=False,
+        )
+        if (runs / label / "model.keras").is_file():
+            step(
+                "export QAT",
+                lambda: export_command(runs / label, out=artifacts, formats="tflite-int8", name=label),
+                required=False,
+            )
+    step(
+        "bench",
+        lambda: bench_all_command(run_dir=base, artifacts=artifacts, out=out / "report", data=data, quick=recipe.quick_bench),
+        required=False,
+    )
+    if bundle:
+        step("bundle", lambda: _bundle(artifacts, recipe.arch, out / "example"))
+
+    summary = {
+        "recipe": name,
+        "settings": asdict(recipe),
+        "steps": step.record,
+        "total_minutes": round((time.perf_counter() - total_start) / 60, 1),
+        "float_metrics": json.loads((base / "metrics.json").read_text()),
+    }
+    atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2) + "\n")
+    failed = [k for k, v in step.record.items() if not v["ok"]]
+    console.print(
+        f"recipe {name}: {summary['total_minutes']} min, float mean Dice "
+        f"{summary['float_metrics']['mean_dice']:.4f}; " + (f"failed: {', '.join(failed)}" if failed else "all steps ok")
+    )
+    return 1 if failed else 0
