@@ -107,7 +107,9 @@ class _Steps:
         return result
 
 
-def _bundle(artifacts: Path, name: str, example: Path) -> list[Path]:
+def bundle_artifacts(
+    artifacts: Path, name: str, example: Path, bundle_dir: Path = BUNDLE_DIR, examples_dir: Path = EXAMPLES_DIR
+) -> list[Path]:
     """Copy the int8 TFLite and ONNX models into the package and the example study into examples/."""
     written = []
     for source_name, target_name in (
@@ -115,8 +117,8 @@ def _bundle(artifacts: Path, name: str, example: Path) -> list[Path]:
         (f"{name}-onnx-int8.onnx", "default.onnx"),
     ):
         source = artifacts / source_name
-        target = BUNDLE_DIR / target_name
-        BUNDLE_DIR.mkdir(parents=True, exist_ok=True)
+        target = bundle_dir / target_name
+        bundle_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         manifest = read_manifest(source)
         manifest.model_file = target_name
@@ -125,7 +127,7 @@ def _bundle(artifacts: Path, name: str, example: Path) -> list[Path]:
         write_manifest(manifest, target)
         written += [target, manifest_path(target)]
     series = sorted(p for p in (example / "01_MRI_Data").glob("*/*") if p.is_dir() and not p.name.endswith("_labels"))[0]
-    for target, source in ((EXAMPLES_DIR / "study", series), (EXAMPLES_DIR / "truth", series.with_name(series.name + "_labels"))):
+    for target, source in ((examples_dir / "study", series), (examples_dir / "truth", series.with_name(series.name + "_labels"))):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
         written.append(target)
@@ -211,7 +213,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
         required=False,
     )
     if bundle:
-        step("bundle", lambda: _bundle(artifacts, recipe.arch, out / "example"))
+        step("bundle", lambda: bundle_artifacts(artifacts, recipe.arch, out / "example"))
 
     summary = {
         "recipe": name,

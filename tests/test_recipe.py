@@ -1,0 +1,45 @@
+"""The recipe: one command from synthetic data to bundled models (smoke profile)."""
+
+import json
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from benchmarks.recipe import INTENDED_USE, bundle_artifacts, recipe_command
+from edge_runtime.manifest import load_verified_manifest
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe")
+    code = recipe_command("smoke", out)
+    return out, code
+
+
+def test_smoke_recipe_runs_every_step_and_records_it(smoke):
+    out, code = smoke
+    summary = json.loads((out / "recipe.json").read_text())
+    steps = summary["steps"]
+    for name in ("synth", "example study", "train", "export float", "prune 50%", "export unet-pruned50", "bench"):
+        assert name in steps and steps[name]["seconds"] >= 0
+    for name in ("synth", "train", "export float"):
+        assert steps[name]["ok"], name
+    # An untrained 32-px model may fail the accuracy gates; the exit code must say so.
+    assert code == (0 if all(s["ok"] for s in steps.values()) else 1)
+    assert (out / "report" / "report.md").is_file()
+    for artefact in ("unet-tflite-int8.tflite", "unet-onnx-int8.onnx", "unet-pruned50-tflite-int8.tflite"):
+        assert load_verified_manifest(out / "artifacts" / artefact).sha256
+
+
+def test_bundle_ships_verified_models_and_the_example(smoke, tmp_path):
+    out, _ = smoke
+    written = bundle_artifacts(out / "artifacts", "unet", out / "example", tmp_path / "models", tmp_path / "examples")
+    assert tmp_path / "models" / "default.tflite" in written
+    for model in ("default.tflite", "default.onnx"):
+        manifest = load_verified_manifest(tmp_path / "models" / model)
+        assert manifest.model_file == model
+        assert manifest.provenance["intended_use"] == INTENDED_USE
+    study = sorted((tmp_path / "examples" / "study").iterdir())
+    truth = sorted((tmp_path / "examples" / "truth").iterdir())
+    assert len(study) >= 12 and [p.stem for p in study] == [p.stem for p in truth]
