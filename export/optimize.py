@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.atomic import atomic_path, atomic_write_text
+from export.batchnorm import recalibrate_batchnorm
 from export.formats import ExportInputError
 from export.model_io import is_qat_model, load_keras_model, run_model_file
 
-FINE_TUNE_LR_FACTOR = 0.1  # fine-tuning runs at a tenth of the run's peak learning rate
+PRUNE_LR_FACTOR = 0.5  # pruning must regrow accuracy: half the run's peak learning rate
+QAT_LR_FACTOR = 0.1  # QAT only nudges trained weights: a tenth of the peak
 SPARSITY_SLACK = 0.01  # measured overall sparsity may fall this far below the target (rounding)
 
 
@@ -78,13 +80,16 @@ def optimize_run(
 ) -> dict[str, Any]:
     """Prune (then strip) and/or QAT-fine-tune the run's model on its training split; returns metrics.json.
 
+    BatchNorm trains normally and its statistics are re-estimated on the training slices after
+    each fine-tuning stage (see export.batchnorm). The first and last Conv2D stay dense.
+
     With both, pruning runs first (`epochs` epochs) and pruning-preserving QAT follows
     (`epochs` more); --qat alone on an already pruned run also preserves its sparsity.
     """
     import tf_keras as keras
     from rich.console import Console
 
-    from export.prune import measure_sparsity, prune_wrap, pruning_callbacks, pruning_plan, strip
+    from export.prune import kept_dense, measure_sparsity, prune_wrap, pruning_callbacks, pruning_plan, strip
     from export.qat import quantize_aware, save_qat_model
     from train.evaluate import evaluate_predictor, keras_predictor, print_scores, split_pairs
     from train.losses import dice_ce_loss
@@ -113,7 +118,8 @@ def optimize_run(
     seed = int(config.get("seed", 0) or 0)
     modality = str(config.get("modality", "T2"))
     batch_size = batch_size or int(config.get("batch_size", 8))
-    lr = lr or float(config.get("lr", 2e-3)) * FINE_TUNE_LR_FACTOR
+    peak_lr = float(config.get("lr", 2e-3))
+    prune_lr, qat_lr = (lr, lr) if lr else (peak_lr * PRUNE_LR_FACTOR, peak_lr * QAT_LR_FACTOR)
     keras.utils.set_random_seed(seed)
 
     try:
@@ -124,36 +130,43 @@ def optimize_run(
         raise ExportInputError(f"{data}: {exc}") from exc
     dataset = make_dataset(arrays, batch_size, training=True, seed=seed)
     steps = math.ceil(len(arrays) / batch_size)
-    console.print(f"fine-tuning on {len(arrays)} training slices ({steps} steps/epoch), lr {lr:g}, batch {batch_size}")
+    console.print(f"fine-tuning on {len(arrays)} training slices ({steps} steps/epoch, batch {batch_size})")
 
-    record: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "source_optimization": source_opt or None}
+    record: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "source_optimization": source_opt or None}
     started = time.perf_counter()
+    kept = kept_dense(model)
     if prune is not None:
         plan = pruning_plan(prune, epochs * steps)
         wrapped = prune_wrap(model, plan)
-        wrapped.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss())
+        wrapped.compile(optimizer=keras.optimizers.Adam(prune_lr), loss=dice_ce_loss())
         wrapped.fit(dataset, epochs=epochs, verbose=0, callbacks=[*pruning_callbacks(), _epoch_logger(console, "prune", epochs)])
         model = strip(wrapped)
-        measured = measure_sparsity(model)["overall"]
+        recalibrate_batchnorm(model, arrays.images)
+        measured = measure_sparsity(model, kept)["pruned_overall"]
         if measured < prune - SPARSITY_SLACK:
             raise RuntimeError(f"pruning reached sparsity {measured:.3f}, below the target {prune}")
         record["prune_plan"] = plan.to_dict()
+        record["prune_lr"] = prune_lr
+        record["kept_dense"] = sorted(kept)
     pruned_target = prune if prune is not None else source_opt.get("prune")
     record["prune"] = pruned_target
     if qat:
         preserve = bool(pruned_target)
         model = quantize_aware(model, preserve_sparsity=preserve)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss())
+        model.compile(optimizer=keras.optimizers.Adam(qat_lr), loss=dice_ce_loss())
         model.fit(dataset, epochs=epochs, verbose=0, callbacks=[_epoch_logger(console, "qat", epochs)])
+        recalibrate_batchnorm(model, arrays.images)
         record["qat"] = True
+        record["qat_lr"] = qat_lr
         record["scheme"] = "Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme"
     else:
         record["qat"] = bool(source_opt.get("qat"))
     record["fine_tune_seconds"] = time.perf_counter() - started
 
     result = evaluate_predictor(keras_predictor(model, batch_size), test_pairs, spec, modality, batch_size, split="test")
-    sparsity = measure_sparsity(model)
-    record["sparsity"] = sparsity["overall"]
+    sparsity = measure_sparsity(model, kept if pruned_target else frozenset())
+    record["sparsity"] = sparsity["pruned_overall"]
+    record["sparsity_all_convs"] = sparsity["overall"]
     source_metrics = _summary(source.metrics()) if (source.path / "metrics.json").is_file() else None
     metrics = {
         **result.to_dict(),
@@ -190,7 +203,8 @@ def optimize_run(
     )
     fg = [c for c in result.scores.per_class if c.class_id]
     console.print(
-        f"{out}: sparsity {sparsity['overall']:.3f}, test mean Dice {result.scores.mean_dice:.4f}"
+        f"{out}: sparsity {sparsity['pruned_overall']:.3f} of pruned layers ({sparsity['overall']:.3f} of all); "
+        f"test mean Dice {result.scores.mean_dice:.4f}"
         + (f" (source {source_metrics['mean_dice']:.4f})" if source_metrics else "")
         + " | "
         + " ".join(f"{c.short} {c.dice:.3f}" for c in fg)

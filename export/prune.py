@@ -36,9 +36,18 @@ def pruning_plan(target: float, total_steps: int) -> PruningPlan:
     return PruningPlan(target, total_steps, end_step, frequency)
 
 
+def kept_dense(model) -> set[str]:
+    """Conv2D layers left unpruned: the first (one input channel: a handful of weights per filter)
+    and the last (the 1x1 class head). Both hold a tiny share of the weights but every pixel's
+    features or class scores pass through them, so pruning them costs accuracy for no size."""
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    return {convs[0], convs[-1]} if len(convs) > 2 else set()
+
+
 def prune_wrap(model, plan: PruningPlan):
-    """Wrap every prunable layer (Conv2D kernels here) in prune_low_magnitude with the plan's schedule."""
+    """Wrap each Conv2D kernel except those of kept_dense() in prune_low_magnitude with the plan's schedule."""
     import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
 
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0,
@@ -47,7 +56,14 @@ def prune_wrap(model, plan: PruningPlan):
         end_step=plan.end_step,
         frequency=plan.frequency,
     )
-    return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    dense = kept_dense(model)
+
+    def wrap(layer):
+        if type(layer).__name__ == "Conv2D" and layer.name not in dense:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer  # shared, weights and all (as tfmot's own whole-model wrapping does)
+
+    return keras.models.clone_model(model, clone_function=wrap)
 
 
 def pruning_callbacks() -> list:
@@ -76,22 +92,34 @@ def _kernel(layer) -> np.ndarray | None:
     return None
 
 
-def measure_sparsity(model) -> dict:
-    """Zero share of each Conv2D/Dense kernel, counted from the weights themselves, and overall.
+def measure_sparsity(model, kept_dense_layers: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Zero share of each Conv2D/Dense kernel, counted from the weights themselves.
 
-    Works on stripped models and on QAT-wrapped ones (so pruning-preserving QAT can be checked).
+    "overall" covers every kernel; "pruned_overall" only the layers that were pruned (all but
+    `kept_dense_layers`), which is what the target sparsity refers to. Works on stripped models
+    and on QAT-wrapped ones (so pruning-preserving QAT can be checked).
     """
     layers = {}
-    zeros_total = size_total = 0
     for layer in model.layers:
         kernel = _kernel(layer)
         if kernel is None:
             continue
+        name = getattr(layer, "layer", layer).name
         zeros, size = int(np.count_nonzero(kernel == 0)), int(kernel.size)
-        name = getattr(getattr(layer, "layer", layer), "name", layer.name)
-        layers[name] = {"weights": size, "zeros": zeros, "sparsity": zeros / size}
-        zeros_total += zeros
-        size_total += size
-    if not size_total:
+        layers[name] = {"weights": size, "zeros": zeros, "sparsity": zeros / size, "pruned": name not in kept_dense_layers}
+    if not layers:
         raise ValueError("model has no Conv2D/Dense kernels to measure")
-    return {"overall": zeros_total / size_total, "weights": size_total, "zeros": zeros_total, "layers": layers}
+
+    def share(rows: list[dict]) -> float:
+        weights = sum(r["weights"] for r in rows)
+        return sum(r["zeros"] for r in rows) / weights if weights else 0.0
+
+    pruned = [r for r in layers.values() if r["pruned"]]
+    return {
+        "overall": share(list(layers.values())),
+        "pruned_overall": share(pruned),
+        "weights": sum(r["weights"] for r in layers.values()),
+        "zeros": sum(r["zeros"] for r in layers.values()),
+        "kept_dense": sorted(kept_dense_layers),
+        "layers": layers,
+    }

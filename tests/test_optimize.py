@@ -14,17 +14,20 @@ from edge_runtime.manifest import load_verified_manifest
 SIZE = run_factory.SIZE
 
 
-def _conv_kernel_zeros(model) -> tuple[int, int]:
-    """(zeros, weights) over every Conv2D kernel, read straight from the layer variables."""
-    zeros = total = 0
+def _conv_kernels(model) -> dict[str, np.ndarray]:
+    """Every Conv2D kernel by layer name, in graph order, read straight from the layer variables."""
+    kernels = {}
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
-        if type(inner).__name__ != "Conv2D":
-            continue
-        kernel = next(w for w in layer.weights if w.name.split("/")[-1].startswith("kernel")).numpy()
-        zeros += int((kernel == 0).sum())
-        total += kernel.size
-    return zeros, total
+        if type(inner).__name__ == "Conv2D":
+            kernels[inner.name] = next(w for w in layer.weights if w.name.split("/")[-1].startswith("kernel")).numpy()
+    return kernels
+
+
+def _pruned_share(model) -> float:
+    """Zero share over all Conv2D kernels but the first and the last (kept dense by design)."""
+    kernels = list(_conv_kernels(model).values())[1:-1]
+    return sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +51,16 @@ def test_pruning_reaches_the_target_counted_from_the_saved_weights(pruned, works
 
     out, metrics = pruned
     model = keras.models.load_model(out / "model.keras", compile=False)
-    zeros, total = _conv_kernel_zeros(model)
-    assert abs(zeros / total - 0.5) < 0.01
+    kernels = _conv_kernels(model)
+    names = list(kernels)
+    assert abs(_pruned_share(model) - 0.5) < 0.01
+    for name in names[1:-1]:
+        assert abs((kernels[name] == 0).mean() - 0.5) < 0.02, name
+    assert (kernels[names[0]] != 0).all() and (kernels[names[-1]] != 0).all()  # first and head stay dense
     sparsity = json.loads((out / "sparsity.json").read_text())
-    assert sparsity["zeros"] == zeros and sparsity["weights"] == total
-    assert all(abs(layer["sparsity"] - 0.5) < 0.02 for layer in sparsity["layers"].values())
+    assert sparsity["kept_dense"] == sorted([names[0], names[-1]])
+    assert sparsity["pruned_overall"] == pytest.approx(_pruned_share(model))
+    assert sparsity["zeros"] == sum(int((k == 0).sum()) for k in kernels.values())
     config = json.loads((out / "config.json").read_text())
     assert config["model_file"] == "model.keras" and config["optimization"]["prune"] == 0.5
     assert config["source_run"] == str(workspace[2].resolve())
@@ -78,8 +86,7 @@ def test_pqat_keeps_the_sparsity_and_exports_full_int8_without_calibration(prune
     assert config["model_file"] == "model.h5" and not (qat_out / "model.keras").exists()
     assert config["optimization"]["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
     model = load_keras_model(qat_out / "model.h5")
-    zeros, total = _conv_kernel_zeros(model)
-    assert zeros / total > 0.49  # sparsity survived QAT fine-tuning
+    assert _pruned_share(model) > 0.49  # sparsity survived QAT fine-tuning
     results = export_command(qat_out, root / "artefacts", "all", calibration_samples=4)
     assert [r.format for r in results] == ["tflite-int8"]  # "all" of a QAT model
     path = results[0].path
@@ -150,3 +157,23 @@ def test_optimize_bad_input_exits_2(workspace, tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
     assert not (tmp_path / "o").exists()
+
+
+def test_batchnorm_recalibration_averages_batch_statistics():
+    import tf_keras as keras
+
+    from export.batchnorm import recalibrate_batchnorm
+
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(3, 3, padding="same", use_bias=False)
+    bn = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, bn(conv(inputs)))
+    bn.moving_mean.assign([5.0, 5.0, 5.0])
+    bn.moving_variance.assign([9.0, 9.0, 9.0])
+    images = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+    assert recalibrate_batchnorm(model, images, batch_size=4) == 1
+    features = conv(images).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)), rtol=1e-4)
+    batch_vars = [features[i : i + 4].var(axis=(0, 1, 2)) for i in (0, 4)]
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(batch_vars, axis=0), rtol=0.01)
+    assert bn.momentum == 0.99  # restored
