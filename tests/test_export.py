@@ -201,6 +201,9 @@ def test_bad_export_input_is_refused(model, tmp_path):
 
     with pytest.raises(ExportInputError, match="unknown export format 'tflite-int4'"):
         parse_formats("tflite-fp32,tflite-int4")
+    assert [f.name for f in parse_formats("all", qat=True)] == ["tflite-int8"]
+    with pytest.raises(ExportInputError, match="'onnx-fp32' is not available for a quantisation-aware-trained model"):
+        parse_formats("onnx-fp32", qat=True)
     with pytest.raises(ExportInputError, match="tflite-int8 need calibration"):
         export_model(model, tmp_path, "tflite-int8", SPEC)
     with pytest.raises(ExportInputError, match=r"calibration data has shape \(4, 16, 16, 1\)"):
