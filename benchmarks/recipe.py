@@ -182,7 +182,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
             lambda s=sparsity, lb=label: optimize_run(base, runs / lb, prune=s, epochs=recipe.optimize_epochs, console=console),
             required=False,
         )
-        if (runs / label / "model.keras").is_file():
+        if (runs / label / "metrics.json").is_file():  # optimize finished (QAT saves model.h5)
             step(
                 f"export {label}",
                 lambda lb=label: export_command(
@@ -201,7 +201,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
             lambda: optimize_run(base, runs / label, qat=True, epochs=recipe.optimize_epochs, console=console),
             required=False,
         )
-        if (runs / label / "model.keras").is_file():
+        if (runs / label / "metrics.json").is_file():  # optimize finished (QAT saves model.h5)
             step(
                 "export QAT",
                 lambda: export_command(runs / label, out=artifacts, formats="tflite-int8", name=label),
