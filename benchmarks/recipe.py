@@ -54,7 +54,7 @@ RECIPES: dict[str, Recipe] = {
         arch="unet",
         image_size=160,
         base_filters=8,
-        epochs=60,
+        epochs=30,
         batch_size=8,
         lr=2e-3,
         seed=0,
@@ -174,7 +174,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
     base = runs / recipe.arch
     total_start = time.perf_counter()
 
-    step("synth", lambda: synthesize(out=data, patients=recipe.patients, seed=recipe.data_seed))
+    step("synth", lambda: synthesize(out=data, patients=recipe.patients, seed=recipe.data_seed, off_disc=True))
     step("example study", lambda: synthesize(out=out / "example", patients=1, seed=recipe.example_seed, dicom=True))
     step(
         "train",

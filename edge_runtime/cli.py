@@ -99,6 +99,9 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
     dicom: Annotated[bool, typer.Option(help="Also write one axial T2 DICOM study per patient.")] = False,
     preview: Annotated[bool, typer.Option(help="Write preview.png, a contact sheet with label overlays.")] = False,
+    off_disc: Annotated[
+        bool, typer.Option(help="Also label an end-plate and a pedicle slice per level (beyond the real layout).")
+    ] = False,
 ) -> None:
     """Write a synthetic axial lumbar-spine MRI data set with exact ground truth (no TensorFlow needed)."""
     from edge_runtime.progress import progress_bar
@@ -112,6 +115,7 @@ def synth(
                 seed=seed,
                 dicom=dicom,
                 preview=preview,
+                off_disc=off_disc,
                 progress=lambda done, total: advance(done),
             )
     except (ValueError, OSError) as exc:

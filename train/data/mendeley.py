@@ -23,8 +23,16 @@ IMAGE_DIRS = {
     "T2": Path("04_Intermediary_Ground_Truth_Data") / "T2_Output",
 }
 MODALITIES = tuple(IMAGE_DIRS)
-_LABEL_NAME = re.compile(r"^L1_(?P<pid>.+)_D(?P<disc>\d+)\.png$", re.IGNORECASE)
-_IMAGE_NAME = {m: re.compile(rf"^{m}_(?P<pid>.+)_D(?P<disc>\d+)\.png$", re.IGNORECASE) for m in MODALITIES}
+# Optional "-<tag>" after the disc marks an extra slice of that level (e.g. the synthetic set's
+# "-endplate"/"-pedicle" vertebral-body slices); the real data set has disc-level slices only.
+_SLICE = r"_(?P<pid>.+)_D(?P<disc>\d+)(?:-(?P<tag>[a-z]+))?\.png$"
+_LABEL_NAME = re.compile(rf"^L1{_SLICE}", re.IGNORECASE)
+_IMAGE_NAME = {m: re.compile(rf"^{m}{_SLICE}", re.IGNORECASE) for m in MODALITIES}
+
+
+def slice_name(prefix: str, pid: str, disc: int, tag: str = "") -> str:
+    """File name of one slice in the layout: `<prefix>_<pid>_D<disc>[-<tag>].png`."""
+    return f"{prefix}_{pid}_D{disc}{f'-{tag}' if tag else ''}.png"
 
 
 class DatasetError(ValueError):
@@ -39,13 +47,14 @@ class SlicePair:
     disc: int
     label_path: Path
     image_paths: dict[str, Path]
+    tag: str = ""  # "" for the disc-level slice; else an extra slice of this level
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.patient_id, self.disc
+    def key(self) -> tuple[str, int, str]:
+        return self.patient_id, self.disc, self.tag
 
 
-def _scan(folder: Path, pattern: re.Pattern[str], expected: str) -> dict[tuple[str, int], Path]:
+def _scan(folder: Path, pattern: re.Pattern[str], expected: str) -> dict[tuple[str, int, str], Path]:
     """Map (pid, disc) -> file for every PNG in `folder`; names that do not parse are errors."""
     found: dict[tuple[str, int], Path] = {}
     for path in sorted(folder.iterdir()):
@@ -54,7 +63,7 @@ def _scan(folder: Path, pattern: re.Pattern[str], expected: str) -> dict[tuple[s
         match = pattern.match(path.name)
         if match is None:
             raise DatasetError(f"{path}: file name does not match {expected}")
-        key = (match["pid"], int(match["disc"]))
+        key = (match["pid"], int(match["disc"]), (match["tag"] or "").lower())
         if key in found:
             raise DatasetError(f"{path}: duplicate of {found[key]} (same patient and disc)")
         found[key] = path
@@ -72,7 +81,7 @@ def index_dataset(root: Path) -> list[SlicePair]:
     if not label_dir.is_dir():
         raise DatasetError(f"{root}: missing label folder {LABEL_DIR}")
     labels = _scan(label_dir, _LABEL_NAME, "L1_<pid>_D<d>.png")
-    images: dict[str, dict[tuple[str, int], Path]] = {}
+    images: dict[str, dict[tuple[str, int, str], Path]] = {}
     for modality, rel in IMAGE_DIRS.items():
         folder = root / rel
         images[modality] = _scan(folder, _IMAGE_NAME[modality], f"{modality}_<pid>_D<d>.png") if folder.is_dir() else {}
@@ -81,13 +90,13 @@ def index_dataset(root: Path) -> list[SlicePair]:
     for modality, found in images.items():
         for key, path in found.items():
             if key not in labels:
-                raise DatasetError(f"{path}: {modality} image has no label {label_dir / f'L1_{key[0]}_D{key[1]}.png'}")
+                raise DatasetError(f"{path}: {modality} image has no label {label_dir / slice_name('L1', *key)}")
     pairs = []
     for key in sorted(labels):
         partners = {m: found[key] for m, found in images.items() if key in found}
         if not partners:
             raise DatasetError(f"{labels[key]}: label has no T1 or T2 image")
-        pairs.append(SlicePair(key[0], key[1], labels[key], partners))
+        pairs.append(SlicePair(key[0], key[1], labels[key], partners, key[2]))
     return pairs
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
 from edge_runtime.labels import CLASSES, ids_to_mendeley, palette
-from train.data.mendeley import IMAGE_DIRS, LABEL_DIR
+from train.data.mendeley import IMAGE_DIRS, LABEL_DIR, slice_name
 from train.data.phantom import DISCS, SPACING_MM, STENOSIS_MM2, SliceImages, render_slice, sample_patient
 from train.data.phantom_dicom import MRI_DIR, write_study
 from train.data.png_io import encode_png
@@ -76,27 +76,34 @@ def _prepare_out(out: Path) -> None:
 
 
 _TRUTH_COLUMNS = (
-    ["patient", "disc", "label_png", "t1_png", "t2_png", "pixel_spacing_mm"]
+    ["patient", "disc", "zone", "label_png", "t1_png", "t2_png", "pixel_spacing_mm"]
     + [f"px_{c.short}" for c in CLASSES] + [f"area_mm2_{c.short}" for c in CLASSES]
     + ["ts_area_mm2", "stenotic", "herniation", "rotation_deg", "snr_t1", "snr_t2"]
 )
 
 
-def _names(pid: str, disc: int) -> dict[str, Path]:
+def _names(pid: str, disc: int, tag: str = "") -> dict[str, Path]:
     return {
-        "label": LABEL_DIR / f"L1_{pid}_D{disc}.png",
-        "T1": IMAGE_DIRS["T1"] / f"T1_{pid}_D{disc}.png",
-        "T2": IMAGE_DIRS["T2"] / f"T2_{pid}_D{disc}.png",
+        "label": LABEL_DIR / slice_name("L1", pid, disc, tag),
+        "T1": IMAGE_DIRS["T1"] / slice_name("T1", pid, disc, tag),
+        "T2": IMAGE_DIRS["T2"] / slice_name("T2", pid, disc, tag),
     }
 
 
+# Extra training slices per level with --off-disc: (zone, slice key), the key as the DICOM plan
+# numbers them (10 + offset from the disc), so these are the slices a study holds there.
+OFF_DISC_SLICES = (("endplate", 11), ("pedicle", 12))
+
+
 def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> SynthSummary:
+               progress: Callable[[int, int], None] | None = None, off_disc: bool = False) -> SynthSummary:
     """Write `patients` phantom patients (3 disc levels each) of data set `seed` into `out`.
 
     progress(done, total) is called after each patient. Files: label and T1/T2 PNGs in the
     Mendeley layout, truth.csv (exact per-class areas), synth.json; with `dicom` one T2 series
-    per patient under 01_MRI_Data; with `preview` a contact sheet preview.png.
+    per patient under 01_MRI_Data; with `preview` a contact sheet preview.png; with `off_disc`
+    also an end-plate and a pedicle slice per level (`L1_<pid>_D<d>-endplate.png`, ...), so a model
+    learns the vertebral-body slices every real study holds (the real labels cover discs only).
     """
     if patients < 1:
         raise SynthError(f"--patients must be >= 1, got {patients}")
@@ -113,31 +120,36 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     for index in range(patients):
         p = sample_patient(seed, index)
         rendered: dict[int, SliceImages] = {}
+        extra = OFF_DISC_SLICES if off_disc else ()
         for disc in DISCS:
-            s = render_slice(p, disc)
-            rendered[disc] = s
-            names = _names(p.pid, disc)
-            atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
-            atomic_write_bytes(out / names["T1"], encode_png(s.t1))
-            atomic_write_bytes(out / names["T2"], encode_png(s.t2))
-            px = np.bincount(s.labels.ravel(), minlength=len(CLASSES))
-            counts += px
-            ts_area = float(px[3]) * px_area
-            n_stenotic += ts_area < STENOSIS_MM2
-            lv = p.levels[disc]
-            rows.append({
-                "patient": p.pid, "disc": disc, "label_png": names["label"].as_posix(),
-                "t1_png": names["T1"].as_posix(), "t2_png": names["T2"].as_posix(),
-                "pixel_spacing_mm": SPACING_MM,
-                **{f"px_{c.short}": int(px[c.id]) for c in CLASSES},
-                **{f"area_mm2_{c.short}": f"{px[c.id] * px_area:.8f}" for c in CLASSES},
-                "ts_area_mm2": f"{ts_area:.8f}", "stenotic": int(ts_area < STENOSIS_MM2),
-                "herniation": int(lv.hernia is not None),
-                "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
-                "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
-            })
-            if preview and len(shown) < PREVIEW_SLICES:
-                shown.append(s)
+            for zone, key in (("disc", 0), *extra):
+                s = render_slice(p, disc, zone, key)
+                tag = "" if zone == "disc" else zone
+                if zone == "disc":
+                    rendered[disc] = s
+                names = _names(p.pid, disc, tag)
+                atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
+                atomic_write_bytes(out / names["T1"], encode_png(s.t1))
+                atomic_write_bytes(out / names["T2"], encode_png(s.t2))
+                px = np.bincount(s.labels.ravel(), minlength=len(CLASSES))
+                counts += px
+                ts_area = float(px[3]) * px_area
+                n_stenotic += ts_area < STENOSIS_MM2
+                lv = p.levels[disc]
+                rows.append({
+                    "patient": p.pid, "disc": disc, "zone": zone, "label_png": names["label"].as_posix(),
+                    "t1_png": names["T1"].as_posix(), "t2_png": names["T2"].as_posix(),
+                    "pixel_spacing_mm": SPACING_MM,
+                    **{f"px_{c.short}": int(px[c.id]) for c in CLASSES},
+                    **{f"area_mm2_{c.short}": f"{px[c.id] * px_area:.8f}" for c in CLASSES},
+                    "ts_area_mm2": f"{ts_area:.8f}", "stenotic": int(ts_area < STENOSIS_MM2),
+                    "herniation": int(lv.hernia is not None),
+                    "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
+                    "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
+                })
+                if preview and zone == "disc" and len(shown) < PREVIEW_SLICES:
+                    shown.append(s)
+        n_rendered += len(DISCS) * (1 + len(extra))
         n_rendered += len(DISCS)
         if dicom:
             written = write_study(out, p, rendered)
@@ -150,7 +162,7 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     if preview:
         atomic_write_bytes(out / PREVIEW_FILE, encode_png(contact_sheet(shown)))
     record = {"generator": "edge-seg phantom", "version": GENERATOR_VERSION, "seed": seed, "patients": patients,
-              "dicom": dicom, "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
+              "dicom": dicom, "off_disc": off_disc, "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
               "stenotic_share": n_stenotic / len(rows), "stenosis_threshold_mm2": STENOSIS_MM2}
     atomic_write_text(out / SYNTH_FILE, json.dumps(record, indent=2) + "\n")
     seconds = time.perf_counter() - start
