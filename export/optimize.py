@@ -125,7 +125,8 @@ def optimize_run(
     try:
         train_pairs, _ = split_pairs(data, "train", source, seed=seed)
         test_pairs, _ = split_pairs(data, "test", source, seed=seed)
-        arrays = prepare_arrays(train_pairs, spec, modality)
+        # the training targets of train.fit: class fractions resized like the image
+        arrays = prepare_arrays(train_pairs, spec, modality, fractions=True)
     except (ValueError, OSError) as exc:
         raise ExportInputError(f"{data}: {exc}") from exc
     dataset = make_dataset(arrays, batch_size, training=True, seed=seed)

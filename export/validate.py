@@ -9,7 +9,8 @@ import numpy as np
 
 from edge_runtime.backends import open_backend
 from edge_runtime.labels import CLASSES
-from edge_runtime.metrics import segmentation_scores
+from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion, segmentation_scores
+from edge_runtime.preprocessing import PreprocessSpec, SliceGeometry, prepare_slice, restore_labels
 from export.formats import ExportFormat
 
 MIN_FLOAT_AGREEMENT = 0.995  # fp32/fp16: share of pixels whose argmax matches the Keras model
@@ -21,18 +22,41 @@ _BATCH = 16
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Prepared slices (N, S, S, 1) float32 and, when known, their label masks (N, S, S)."""
+    """Prepared slices (N, S, S, 1) float32 and, when known, their ground truth.
+
+    labels: class ids either at model resolution, an (N, S, S) array, or at each slice's
+    original size, a list with the `geometries` prepare_slice returned; then predictions are
+    restored to the original size before scoring, exactly as train.evaluate scores the float
+    baseline (metrics.json), so the Dice numbers are comparable with it.
+    """
 
     images: np.ndarray
-    labels: np.ndarray | None
+    labels: np.ndarray | list[np.ndarray] | None
     source: str
     held_out: bool = True
+    geometries: list[SliceGeometry] | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 1 or len(self.images) == 0:
             raise ValueError(f"validation images must be (N, S, S, 1) with N >= 1, got {self.images.shape}")
-        if self.labels is not None and self.labels.shape != self.images.shape[:3]:
-            raise ValueError(f"validation labels {self.labels.shape} do not match images {self.images.shape}")
+        if self.labels is None:
+            return
+        if self.geometries is not None:
+            if not (len(self.labels) == len(self.geometries) == len(self.images)):
+                raise ValueError("validation labels, geometries and images differ in number")
+        elif np.shape(self.labels) != self.images.shape[:3]:
+            raise ValueError(f"validation labels {np.shape(self.labels)} do not match images {self.images.shape}")
+
+    def scores(self, class_scores: np.ndarray) -> Scores:
+        """Dice/IoU of per-class scores (N, S, S, C) against the labels, pooled over slices."""
+        if self.labels is None:
+            raise ValueError("this validation set has no labels")
+        if self.geometries is None:
+            return segmentation_scores(class_scores.argmax(-1), np.asarray(self.labels))
+        confusion = sum(
+            confusion_matrix(restore_labels(s, g), t) for s, g, t in zip(class_scores, self.geometries, self.labels, strict=True)
+        )
+        return scores_from_confusion(confusion)
 
 
 @dataclass(frozen=True)
@@ -99,9 +123,12 @@ def compare(
         raise ValueError(f"{fmt.name}: artefact output {artefact_scores.shape} != Keras output {keras_scores.shape}")
     keras_pred = keras_scores.argmax(-1)
     art_pred = artefact_scores.argmax(-1)
-    truth = validation.labels if validation.labels is not None else keras_pred
-    keras_dice = {s.short: s.dice for s in segmentation_scores(keras_pred, truth).per_class}
-    art_dice = {s.short: s.dice for s in segmentation_scores(art_pred, truth).per_class}
+    if validation.labels is not None:
+        keras_dice = {s.short: s.dice for s in validation.scores(keras_scores).per_class}
+        art_dice = {s.short: s.dice for s in validation.scores(artefact_scores).per_class}
+    else:
+        keras_dice = {s.short: s.dice for s in segmentation_scores(keras_pred, keras_pred).per_class}
+        art_dice = {s.short: s.dice for s in segmentation_scores(art_pred, keras_pred).per_class}
     delta = {k: art_dice[k] - keras_dice[k] for k in keras_dice}
     fg = [abs(delta[c.short]) for c in CLASSES[1:]]
     mean_abs, max_abs = float(np.mean(fg)), float(np.max(fg))
@@ -148,18 +175,27 @@ def validate_artefact(
 
 
 def held_out_validation_set(
-    data: Path, spec, slices: int, modality: str = "T2", run=None, seed: int = 0, split: str = "test"
+    data: Path, spec: PreprocessSpec, slices: int, modality: str = "T2", run=None, seed: int = 0, split: str = "test"
 ) -> ValidationSet:
-    """Up to `slices` prepared slices with labels from held-out patients (the test split by default,
-    the patients the float baseline in metrics.json was scored on)."""
+    """Up to `slices` prepared slices of held-out patients (the test split by default: the patients
+    the float baseline in metrics.json was scored on) with their labels at original size."""
     from export.calibration import spread_pick
+    from train.data.mendeley import load_pair
     from train.evaluate import split_pairs
-    from train.pipeline import prepare_arrays
 
     pairs, _ = split_pairs(Path(data), split, run, seed=seed)
     chosen = spread_pick(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), slices)
-    arrays = prepare_arrays(chosen, spec, modality)
+    images, labels, geometries = [], [], []
+    for pair in chosen:
+        raw, truth = load_pair(pair, modality)
+        image, geometry = prepare_slice(raw, spec)
+        images.append(image)
+        labels.append(truth)
+        geometries.append(geometry)
     patients = len({p.patient_id for p in chosen})
     return ValidationSet(
-        arrays.images, arrays.masks, f"{len(chosen)} {modality} slices of {patients} {split}-split patients in {data}"
+        np.stack(images)[..., None].astype(np.float32),
+        labels,
+        f"{len(chosen)} {modality} slices of {patients} {split}-split patients in {data} (scored at original size)",
+        geometries=geometries,
     )

@@ -338,6 +338,9 @@ def test_export_command_on_a_run_folder(run_folder, tmp_path):
     assert "test-split" in manifest.validation["source"]
     baseline = json.loads((run / "metrics.json").read_text())
     assert manifest.baseline_metrics["mean_dice"] == baseline["mean_dice"]
+    # validation scores the Keras model at original size on the test slices, like train.evaluate did
+    for short, scores in baseline["per_class"].items():
+        assert manifest.validation["dice_keras"][short] == pytest.approx(scores["dice"], abs=1e-6)
     assert manifest.macs_per_slice == config["macs_per_slice"]
     summary = json.loads((tmp_path / "unet-tiny-export.json").read_text())
     assert [s["format"] for s in summary] == ["tflite-int8", "onnx-int8"]
