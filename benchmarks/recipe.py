@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
@@ -108,22 +107,6 @@ class _Steps:
         return result
 
 
-def disc_level_labels(example: Path, label_dir: Path) -> list[Path]:
-    """The series' label PNGs at the disc levels: those identical to the data set's L1_*_D* labels.
-
-    Like the real Mendeley data, the example's ground truth covers the disc-level slices; the
-    default model is trained on disc-level slices only (see README, Limits).
-    """
-    from PIL import Image
-
-    disc_labels = [np.asarray(Image.open(p)) for p in (example / "05_Final_Ground_Truth_Data" / "Label_Images").glob("*.png")]
-    return [
-        path
-        for path in sorted(label_dir.glob("*.png"))
-        if any(np.array_equal(np.asarray(Image.open(path)), disc) for disc in disc_labels)
-    ]
-
-
 def bundle_artifacts(
     artifacts: Path, name: str, example: Path, bundle_dir: Path = BUNDLE_DIR, examples_dir: Path = EXAMPLES_DIR
 ) -> list[Path]:
@@ -145,12 +128,9 @@ def bundle_artifacts(
         written += [target, manifest_path(target)]
     series = sorted(p for p in (example / "01_MRI_Data").glob("*/*") if p.is_dir() and not p.name.endswith("_labels"))[0]
     study, truth = examples_dir / "study", examples_dir / "truth"
-    for folder in (study, truth):
-        shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(series, study)
-    truth.mkdir(parents=True)
-    for label in disc_level_labels(example, series.with_name(series.name + "_labels")):
-        shutil.copyfile(label, truth / label.name)
+    for target, source in ((study, series), (truth, series.with_name(series.name + "_labels"))):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
     written += [study, truth]
     return written
 
