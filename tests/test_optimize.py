@@ -10,6 +10,7 @@ import run_factory
 from typer.testing import CliRunner
 
 from edge_runtime.manifest import load_verified_manifest
+from train.run_dir import RunDir
 
 SIZE = run_factory.SIZE
 
@@ -87,6 +88,9 @@ def test_pqat_keeps_the_sparsity_and_exports_full_int8_without_calibration(prune
     assert config["optimization"]["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
     model = load_keras_model(qat_out / "model.h5")
     assert _pruned_share(model) > 0.49  # sparsity survived QAT fine-tuning
+    # The run folder API (evaluate, bench) finds and loads the QAT model too.
+    assert RunDir(qat_out).model_path.name == "model.h5"
+    assert RunDir(qat_out).load_model().count_params() == model.count_params()
     results = export_command(qat_out, root / "artefacts", "all", calibration_samples=4)
     assert [r.format for r in results] == ["tflite-int8"]  # "all" of a QAT model
     path = results[0].path

@@ -61,6 +61,11 @@ class RunDir:
 
     @property
     def model_path(self) -> Path:
+        """model.keras, or the file config.json names (QAT runs save model.h5)."""
+        if self.is_run():
+            name = self.config().get("model_file")
+            if name:
+                return self.path / name
         return self.path / MODEL
 
     @property
@@ -107,9 +112,11 @@ class RunDir:
         """The best model, without its training configuration (no custom objects needed)."""
         if not self.model_path.is_file():
             raise RunDirError(f"{self.path}: no {MODEL} (training did not finish an epoch?)")
+        import tensorflow_model_optimization as tfmot
         import tf_keras
 
-        return tf_keras.models.load_model(self.model_path, compile=False)
+        with tfmot.quantization.keras.quantize_scope():  # QAT wrappers; harmless for float models
+            return tf_keras.models.load_model(self.model_path, compile=False)
 
 
 def resolve_model(path: Path):
@@ -122,7 +129,7 @@ def resolve_model(path: Path):
     if path.is_dir():
         run = RunDir(path)
         if not run.model_path.is_file():
-            raise RunDirError(f"{path}: not a run folder (no {MODEL} inside)")
+            raise RunDirError(f"{path}: not a run folder (no {run.model_path.name} inside)")
         return run.load_model(), run
     if path.is_file() and path.suffix == ".keras":
         import tf_keras
