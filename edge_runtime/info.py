@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest
@@ -69,7 +70,7 @@ def info_command(model: Path | None = None, json_output: bool = False) -> int:
         model_path = resolve_model(model)
         manifest = read_manifest(model_path)
     except (UsageError, ManifestError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     try:
         load_verified_manifest(model_path)
@@ -83,6 +84,6 @@ def info_command(model: Path | None = None, json_output: bool = False) -> int:
         verified = "[green]ok[/] (sha256, classes and preprocessing match)" if problem is None else f"[red]FAILED[/] {problem}"
         Console().print(manifest_table(manifest, model_path, verified))
     if problem is not None:
-        err.print(f"[red]error:[/] {problem}")
+        err.print(f"[red]error:[/] {escape(str(problem))}")
         return 2
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edge_runtime.atomic import atomic_path, atomic_write_text
@@ -392,7 +393,7 @@ def _print_summary(report: dict[str, Any], console: Console) -> None:
                 f"mean Dice {s['scores']['mean_dice']:.3f}  mean IoU {s['scores']['mean_iou']:.3f}"
             )
         for note in s["notes"]:
-            err.print(f"[yellow]note[/] {s['name']}: {note}")
+            err.print(f"[yellow]note[/] {escape(s['name'])}: {escape(note)}")
     t = report["timings_s"]
     console.print(
         f"model {report['model']['name'] or Path(report['model']['file']).name} ({report['model']['precision']}, "
@@ -401,7 +402,7 @@ def _print_summary(report: dict[str, Any], console: Console) -> None:
     )
     for status, colour in (("failed", "red"), ("skipped", "yellow")):
         for issue in report[status][:20]:
-            err.print(f"[{colour}]{status}[/] {issue['path']}: {issue['reason']}")
+            err.print(f"[{colour}]{status}[/] {escape(str(issue['path']))}: {escape(issue['reason'])}")
         if len(report[status]) > 20:
             err.print(f"[{colour}]{status}[/] ... and {len(report[status]) - 20} more (see report.json)")
 
@@ -451,7 +452,7 @@ def run_command(
         _check_selection(study, series)
         _check_paths(options, study.selected)
     except (UsageError, ManifestError, BackendError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     if "seg" in options.formats and any(s.kind == "dicom" for s in study.selected):
         from edge_runtime.dicom_seg import import_in_background, seg_unavailable_reason
@@ -498,7 +499,7 @@ def run_command(
         summary = build_summary(report, exit_code, options.written)
         atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     except OSError as exc:
-        err.print(f"[red]error:[/] writing the report into {output} failed ({exc})")
+        err.print(f"[red]error:[/] writing the report into {escape(str(output))} failed ({escape(str(exc))})")
         return 1
     if json_output:
         print(json.dumps(summary, indent=2))
