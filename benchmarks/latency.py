@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.variants import Variant, discover_variants, gzip_size
+from benchmarks.variants import Variant, discover_variants
 from benchmarks.worker import RESULT_PREFIX
 from edge_runtime.atomic import atomic_write_text
 from edge_runtime.backends import available_backends
+from edge_runtime.manifest import gzip_size
 from edge_runtime.progress import progress_bar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.gates import GateKind, gate_kind
-from edge_runtime.manifest import Manifest, ManifestError, load_verified_manifest
+from edge_runtime.manifest import Manifest, ManifestError, gzip_size, load_verified_manifest
 
 MODEL_SUFFIXES = (".tflite", ".onnx")
 _PRECISION_ORDER = ("fp32", "float32", "fp16", "float16", "dynamic-int8", "dynamic", "int8", "uint8")
@@ -81,11 +80,6 @@ class Variant:
         precision_rank = _PRECISION_ORDER.index(self.precision) if self.precision in _PRECISION_ORDER else 99
         format_rank = _FORMAT_ORDER.index(self.format) if self.format in _FORMAT_ORDER else 99
         return (recipe_rank, self.recipe, format_rank, precision_rank, self.label)
-
-
-def gzip_size(path: Path) -> int:
-    """Bytes after gzip -9: the download/storage cost."""
-    return len(gzip.compress(Path(path).read_bytes(), compresslevel=9, mtime=0))
 
 
 def variant_label(model_path: Path) -> str:

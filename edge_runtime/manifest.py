@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def gzip_size(path: Path) -> int:
+    """Bytes after gzip -9 (no timestamp): what sparsity and low precision buy on the wire."""
+    return len(gzip.compress(Path(path).read_bytes(), compresslevel=9, mtime=0))
 
 
 def write_manifest(manifest: Manifest, model_path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import os
 import tempfile
@@ -16,7 +15,7 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime.labels import CLASSES
-from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+from edge_runtime.manifest import Manifest, TensorSpec, gzip_size, sha256_file, write_manifest
 from edge_runtime.preprocessing import PreprocessSpec
 from export.calibration import CalibrationSet, as_calibration, calibration_slices
 from export.formats import ExportFormat, ExportInputError, parse_formats
@@ -67,11 +66,6 @@ class ExportResult:
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
         }
-
-
-def gzip_size(path: Path) -> int:
-    """Compressed size (gzip -9, no timestamp): what sparsity and low precision buy on the wire."""
-    return len(gzip.compress(Path(path).read_bytes(), compresslevel=9, mtime=0))
 
 
 def _synthetic_validation(input_size: int) -> ValidationSet:

@@ -13,13 +13,12 @@ OUT/
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.atomic import atomic_path, atomic_write_text
+from edge_runtime.atomic import atomic_path, atomic_write_json
 from export.batchnorm import recalibrate_batchnorm
 from export.formats import ExportInputError
 from export.model_io import is_qat_model, load_keras_model, run_model_file
@@ -27,10 +26,6 @@ from export.model_io import is_qat_model, load_keras_model, run_model_file
 PRUNE_LR_FACTOR = 0.5  # pruning must regrow accuracy: half the run's peak learning rate
 QAT_LR_FACTOR = 0.1  # QAT only nudges trained weights: a tenth of the peak
 SPARSITY_SLACK = 0.01  # measured overall sparsity may fall this far below the target (rounding)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -188,10 +183,10 @@ def optimize_run(
     stale.unlink(missing_ok=True)
     split = source.split() if (source.path / "split.json").is_file() else None
     if split is not None:
-        _write_json(out / "split.json", split)
-    _write_json(out / "sparsity.json", sparsity)
-    _write_json(out / "metrics.json", metrics)
-    _write_json(
+        atomic_write_json(out / "split.json", split)
+    atomic_write_json(out / "sparsity.json", sparsity)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(
         out / "config.json",
         {
             **config,

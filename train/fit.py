@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_path, atomic_write_text
+from edge_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from edge_runtime.preprocessing import PreprocessSpec
 from train import run_dir as rd
 
@@ -386,10 +386,6 @@ def write_history(path: Path, rows: Sequence[dict[str, float]]) -> None:
             writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def _float32_twin(config: TrainConfig):
     """An uncompiled float32 build of the architecture (a mixed_float16 graph would run in float16 on export)."""
     import tf_keras as keras
@@ -487,8 +483,8 @@ def fit_run(
             "provenance": provenance(seed=config.seed),
         }
         if chief:
-            _write_json(run.file(rd.CONFIG), config_dict)
-            _write_json(run.file(rd.SPLIT), {k: list(v) for k, v in split.items()})
+            atomic_write_json(run.file(rd.CONFIG), config_dict)
+            atomic_write_json(run.file(rd.SPLIT), {k: list(v) for k, v in split.items()})
         console.print(
             f"{config.arch}{' ' + config.encoder if config.encoder else ''}: {model.count_params():,} parameters, "
             f"{macs / 1e9:.2f} GMAC/slice, {config_dict['strategy']} x{config_dict['replicas']}, "
@@ -551,7 +547,7 @@ def fit_run(
                 "trained_slices": len(train_arrays) * len(epochs_run),
             },
         }
-        _write_json(run.file(rd.METRICS), metrics)
+        atomic_write_json(run.file(rd.METRICS), metrics)
         if recorder.rows:
             plot_curves(recorder.rows, run.file(rd.CURVES))
         plot_predictions(result.predictions or [], run.file(rd.PREDICTIONS))
