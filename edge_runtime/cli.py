@@ -102,6 +102,11 @@ def synth(
     off_disc: Annotated[
         bool, typer.Option(help="Also label an end-plate and a pedicle slice per level (beyond the real layout).")
     ] = False,
+    randomize: Annotated[
+        bool,
+        typer.Option(help="Domain randomisation: random tissue intensities (T1-like, T2-like, random), deformation, "
+                     "bias fall-off, blur and noise per image, for models that must work on real scans."),
+    ] = False,
 ) -> None:
     """Write a synthetic axial lumbar-spine MRI data set with exact ground truth (no TensorFlow needed)."""
     from edge_runtime.progress import progress_bar
@@ -116,6 +121,7 @@ def synth(
                 dicom=dicom,
                 preview=preview,
                 off_disc=off_disc,
+                randomize=randomize,
                 progress=lambda done, total: advance(done),
             )
     except (ValueError, OSError) as exc:
@@ -141,7 +147,7 @@ def train(
     base_filters: Annotated[int, typer.Option(min=1, help="Filters of the first stage.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation and augmentation.")] = 0,
-    modality: Annotated[str, typer.Option(help="Image contrast to train on: T1 or T2.")] = "T2",
+    modality: Annotated[str, typer.Option(help="Contrast to train on: T1, T2 or both.")] = "T2",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")] = None,
 ) -> None:
@@ -170,7 +176,7 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Data set folder in the Mendeley layout.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate: train, val or test.")] = "test",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON here.")] = None,
-    modality: Annotated[str, typer.Option(help="T1 or T2.")] = "T2",
+    modality: Annotated[str, typer.Option(help="T1, T2 or both.")] = "T2",
     threads: Annotated[int | None, typer.Option(help="Threads for exported models.")] = None,
 ) -> None:
     """Per-class Dice and IoU of a model on held-out patients."""
@@ -300,6 +306,24 @@ def bench_latency(
     command = load_command("benchmarks.latency", "latency_command")
     raise typer.Exit(
         command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed, runs=runs)
+    )
+
+
+@bench_app.command("real")
+def bench_real(
+    images: Annotated[Path, typer.Option(help="Folder of real slice PNGs named like the reference's `slice` values.")],
+    reference: Annotated[Path, typer.Option(help="reference.jsonl: by-eye IVD/TS polygons, contrast, level per slice.")],
+    model: Annotated[Path | None, typer.Option(help="Exported .tflite/.onnx model (default: the bundled one).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write real.json, real.md and real_contact_sheet.png here.")
+    ] = None,
+    pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing of the PNGs in mm (for areas).")] = 0.6875,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+) -> None:
+    """TS/IVD Dice, TS area error and disc-vs-body accuracy on real slices, by contrast (runtime only)."""
+    command = load_command("benchmarks.real", "real_command")
+    raise typer.Exit(
+        command(images=images, reference=reference, model=model, out=out, pixel_spacing=pixel_spacing, threads=threads)
     )
 
 

@@ -79,6 +79,6 @@ def calibration_slices(
         raise ExportInputError(f"{data}: cannot read calibration slices ({exc})") from exc
     return CalibrationSet(
         arrays.images,
-        source=f"{len(chosen)} {modality} slices of {len({p.patient_id for p in chosen})} training-split patients in {data}",
+        source=f"{len(arrays)} slices ({modality}) of {len({p.patient_id for p in chosen})} training-split patients in {data}",
         patients=tuple(sorted({p.patient_id for p in chosen})),
     )

@@ -182,19 +182,20 @@ def held_out_validation_set(
     """Up to `slices` prepared slices of held-out patients (the test split by default: the patients
     the float baseline in metrics.json was scored on) with their labels at original size."""
     from export.calibration import spread_pick
-    from train.data.mendeley import load_pair
+    from train.data.mendeley import load_pair, with_modalities
     from train.evaluate import split_pairs
 
     pairs, _ = split_pairs(Path(data), split, run, seed=seed)
-    chosen = spread_pick(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), slices)
+    samples = with_modalities(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), modality)
+    chosen = spread_pick(samples, slices)
     images, labels, geometries = [], [], []
-    for pair in chosen:
-        raw, truth = load_pair(pair, modality)
+    for pair, contrast in chosen:
+        raw, truth = load_pair(pair, contrast)
         image, geometry = prepare_slice(raw, spec)
         images.append(image)
         labels.append(truth)
         geometries.append(geometry)
-    patients = len({p.patient_id for p in chosen})
+    patients = len({p.patient_id for p, _ in chosen})
     return ValidationSet(
         np.stack(images)[..., None].astype(np.float32),
         labels,

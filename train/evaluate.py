@@ -18,7 +18,7 @@ from edge_runtime.atomic import atomic_write_text
 from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
 from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity, prepare_slice, restore_labels
-from train.data.mendeley import SlicePair, load_pair
+from train.data.mendeley import MODALITY_CHOICES, SlicePair, load_pair, with_modalities
 
 SPLITS = ("train", "val", "test")
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -109,13 +109,14 @@ def evaluate_predictor(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not pairs:
         raise ValueError("no slices to evaluate (empty split?)")
+    samples = with_modalities(pairs, modality)
     confusion: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     kept: list[SlicePrediction] = []
     size = spec.input_size
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        loaded = [load_pair(pair, modality) for pair in chunk]
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        loaded = [load_pair(pair, contrast) for pair, contrast in chunk]
         prepared = [prepare_slice(raw, spec) for raw, _ in loaded]
         batch = np.stack([image for image, _ in prepared])[..., None].astype(np.float32)
         scores = np.asarray(predict(batch))
@@ -123,7 +124,7 @@ def evaluate_predictor(
             raise ValueError(
                 f"predictor returned shape {scores.shape}, expected {(len(chunk), size, size, NUM_CLASSES)}"
             )
-        for pair, (raw, truth), (_, geometry), slice_scores in zip(chunk, loaded, prepared, scores, strict=True):
+        for (pair, _), (raw, truth), (_, geometry), slice_scores in zip(chunk, loaded, prepared, scores, strict=True):
             pred = restore_labels(slice_scores, geometry)
             pid = pair.patient_id
             confusion[pid] = confusion.get(pid, 0) + confusion_matrix(pred, truth)
@@ -131,7 +132,7 @@ def evaluate_predictor(
             if keep_predictions:
                 kept.append(SlicePrediction(pid, pair.disc, normalize_intensity(raw, spec), truth, pred))
         if progress is not None:
-            progress(min(start + batch_size, len(pairs)), len(pairs))
+            progress(min(start + batch_size, len(samples)), len(samples))
     total = sum(confusion.values())
     return EvaluationResult(
         scores=scores_from_confusion(total),
@@ -257,8 +258,8 @@ def evaluate_command(
     err = Console(stderr=True, soft_wrap=True)
     model, data = Path(model), Path(data)
     try:
-        if modality not in ("T1", "T2"):
-            raise ValueError(f"unknown modality {modality!r}; choose T1 or T2")
+        if modality not in MODALITY_CHOICES:
+            raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITY_CHOICES)}")
         if not data.is_dir():
             raise ValueError(f"{data}: data folder not found")
         predict, spec, run, prov = _load_predictor(model, threads)

@@ -28,6 +28,7 @@ import numpy as np
 from edge_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from edge_runtime.preprocessing import PreprocessSpec
 from train import run_dir as rd
+from train.data.mendeley import MODALITY_CHOICES
 
 MULTI_WORKER = """\
 ### Training on several machines
@@ -51,7 +52,7 @@ Within one machine, all visible GPUs are used through `MirroredStrategy`; restri
 """
 
 MONITOR = "val_mean_dice"
-MODALITIES = ("T1", "T2")
+
 
 
 class TrainError(ValueError):
@@ -179,8 +180,8 @@ def prepare_config(
         return config
     if run.is_run() or run.model_path.exists():
         raise TrainError(f"--out {out} already holds a training run; use --resume to continue it or choose another --out")
-    if modality not in MODALITIES:
-        raise TrainError(f"unknown --modality {modality!r}; choose T1 or T2")
+    if modality not in MODALITY_CHOICES:
+        raise TrainError(f"unknown --modality {modality!r}; choose one of {', '.join(MODALITY_CHOICES)}")
     if not lr > 0:
         raise TrainError(f"--lr must be > 0, got {lr}")
     encoder_used, depth = _check_model_args(arch, encoder, image_size, base_filters)

@@ -79,21 +79,24 @@ def prepare_arrays(
 ) -> SliceArrays:
     """Load and prepare every slice with the runtime's own preprocessing (prepare_slice/prepare_labels).
 
+    modality "both" makes one sample per contrast of each pair (train.data.mendeley.with_modalities).
+
     fractions=True also keeps per-class label fractions (label_fractions), the training targets.
     """
-    from train.data.mendeley import load_pair
+    from train.data.mendeley import load_pair, with_modalities
 
+    samples = with_modalities(pairs, modality)
     size = spec.input_size
-    images = np.zeros((len(pairs), size, size, 1), np.float32)
-    masks = np.zeros((len(pairs), size, size), np.uint8)
-    shares = np.zeros((len(pairs), size, size, NUM_CLASSES), np.float16) if fractions else None
-    for i, pair in enumerate(pairs):
-        raw, mask = load_pair(pair, modality)
+    images = np.zeros((len(samples), size, size, 1), np.float32)
+    masks = np.zeros((len(samples), size, size), np.uint8)
+    shares = np.zeros((len(samples), size, size, NUM_CLASSES), np.float16) if fractions else None
+    for i, (pair, contrast) in enumerate(samples):
+        raw, mask = load_pair(pair, contrast)
         images[i, ..., 0], geometry = prepare_slice(raw, spec)
         masks[i] = prepare_labels(mask, spec)
         if shares is not None:
             shares[i] = label_fractions(mask, geometry, size)
-    return SliceArrays(images, masks, tuple((p.patient_id, p.disc) for p in pairs), shares)
+    return SliceArrays(images, masks, tuple((p.patient_id, p.disc) for p, _ in samples), shares)
 
 
 def _transform(seed: tf.Tensor, size: int, config: AugmentConfig) -> tf.Tensor:

@@ -23,6 +23,9 @@ IMAGE_DIRS = {
     "T2": Path("04_Intermediary_Ground_Truth_Data") / "T2_Output",
 }
 MODALITIES = tuple(IMAGE_DIRS)
+BOTH = "both"
+MODALITY_CHOICES = (*MODALITIES, BOTH)
+"""What training and scoring may use: one contrast, or both as separate samples of the same label."""
 # Optional "-<tag>" after the disc marks an extra slice of that level (e.g. the synthetic set's
 # "-endplate"/"-pedicle" vertebral-body slices); the real data set has disc-level slices only.
 _SLICE = r"_(?P<pid>.+)_D(?P<disc>\d+)(?:-(?P<tag>[a-z]+))?\.png$"
@@ -157,6 +160,15 @@ def load_pair(pair: SlicePair, modality: str = "T2") -> tuple[np.ndarray, np.nda
             f"{pair.label_path} is {label.shape[1]}x{label.shape[0]}"
         )
     return image, label
+
+
+def with_modalities(pairs: Sequence[SlicePair], modality: str) -> list[tuple[SlicePair, str]]:
+    """(pair, contrast) samples: `modality` alone, or with "both" every contrast a pair has (T1 first)."""
+    if modality not in MODALITY_CHOICES:
+        raise ValueError(f"modality must be one of {MODALITY_CHOICES}, got {modality!r}")
+    if modality != BOTH:
+        return [(pair, modality) for pair in pairs]
+    return [(pair, m) for pair in pairs for m in MODALITIES if m in pair.image_paths]
 
 
 def load_arrays(pairs: Sequence[SlicePair], modality: str = "T2") -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -23,6 +23,7 @@ from train.data.mendeley import IMAGE_DIRS, LABEL_DIR, slice_name
 from train.data.phantom import DISCS, SPACING_MM, STENOSIS_MM2, SliceImages, render_slice, sample_patient
 from train.data.phantom_dicom import MRI_DIR, write_study
 from train.data.png_io import encode_png
+from train.data.randomize import render_randomized_slice
 
 TRUTH_FILE = "truth.csv"
 PREVIEW_FILE = "preview.png"
@@ -96,14 +97,18 @@ OFF_DISC_SLICES = (("endplate", 11), ("pedicle", 12))
 
 
 def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview: bool = False,
-               progress: Callable[[int, int], None] | None = None, off_disc: bool = False) -> SynthSummary:
+               progress: Callable[[int, int], None] | None = None, off_disc: bool = False,
+               randomize: bool = False) -> SynthSummary:
     """Write `patients` phantom patients (3 disc levels each) of data set `seed` into `out`.
 
     progress(done, total) is called after each patient. Files: label and T1/T2 PNGs in the
     Mendeley layout, truth.csv (exact per-class areas), synth.json; with `dicom` one T2 series
     per patient under 01_MRI_Data; with `preview` a contact sheet preview.png; with `off_disc`
     also an end-plate and a pedicle slice per level (`L1_<pid>_D<d>-endplate.png`, ...), so a model
-    learns the vertebral-body slices every real study holds (the real labels cover discs only).
+    learns the vertebral-body slices every real study holds (the real labels cover discs only);
+    with `randomize` the PNG images get domain-randomised appearances (train.data.randomize: T1-like,
+    T2-like or fully random tissue intensities, deformation, bias, blur, noise) instead of the
+    physical T1/T2 contrast, for models that must work on real scans.
     """
     if patients < 1:
         raise SynthError(f"--patients must be >= 1, got {patients}")
@@ -123,10 +128,10 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
         extra = OFF_DISC_SLICES if off_disc else ()
         for disc in DISCS:
             for zone, key in (("disc", 0), *extra):
-                s = render_slice(p, disc, zone, key)
+                s = render_randomized_slice(p, disc, zone, key) if randomize else render_slice(p, disc, zone, key)
                 tag = "" if zone == "disc" else zone
-                if zone == "disc":
-                    rendered[disc] = s
+                if zone == "disc":  # DICOM studies keep the physical contrast
+                    rendered[disc] = render_slice(p, disc, zone, key) if randomize and dicom else s
                 names = _names(p.pid, disc, tag)
                 atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
                 atomic_write_bytes(out / names["T1"], encode_png(s.t1))
@@ -150,7 +155,6 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
                 if preview and zone == "disc" and len(shown) < PREVIEW_SLICES:
                     shown.append(s)
         n_rendered += len(DISCS) * (1 + len(extra))
-        n_rendered += len(DISCS)
         if dicom:
             written = write_study(out, p, rendered)
             n_dicom += written
@@ -162,7 +166,8 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     if preview:
         atomic_write_bytes(out / PREVIEW_FILE, encode_png(contact_sheet(shown)))
     record = {"generator": "edge-seg phantom", "version": GENERATOR_VERSION, "seed": seed, "patients": patients,
-              "dicom": dicom, "off_disc": off_disc, "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
+              "dicom": dicom, "off_disc": off_disc,
+              "appearance": "randomized" if randomize else "physical", "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
               "stenotic_share": n_stenotic / len(rows), "stenosis_threshold_mm2": STENOSIS_MM2}
     atomic_write_text(out / SYNTH_FILE, json.dumps(record, indent=2) + "\n")
     seconds = time.perf_counter() - start

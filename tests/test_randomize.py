@@ -1,0 +1,81 @@
+"""Domain-randomised synthesis: determinism, label/anatomy agreement, contrast variety, training on both contrasts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.data.mendeley import index_dataset, with_modalities
+from train.data.phantom import CLASS_OF_TISSUE, N_TISSUES, T, build_scene, render_labels, render_tissue, sample_patient
+from train.data.randomize import Randomization, _deform, _tissue_means, randomized_image, render_randomized_slice
+from train.data.synth import synthesize
+
+
+def test_same_key_same_pixels_other_key_other_appearance() -> None:
+    p = sample_patient(4, 1)
+    a, b = render_randomized_slice(p, 4, "disc", 0), render_randomized_slice(p, 4, "disc", 0)
+    assert np.array_equal(a.t1, b.t1) and np.array_equal(a.t2, b.t2) and np.array_equal(a.labels, b.labels)
+    c = render_randomized_slice(p, 4, "disc", 1)
+    assert not np.array_equal(a.t2, c.t2)
+    assert a.t1.dtype == np.uint16 and a.t1.shape == a.labels.shape == (320, 320) and a.t1.max() <= 4095
+
+
+def test_deformation_moves_labels_and_tissue_together() -> None:
+    """Painting classes from the deformed 2x tissue map gives (nearly) the deformed labels."""
+    p = sample_patient(2, 0)
+    scene = build_scene(p, 4, "disc")
+
+    rng = np.random.default_rng(0)
+    tissue, labels = _deform(render_tissue(scene, rng), render_labels(scene), np.random.default_rng(1), 3.0)
+    from_tissue = CLASS_OF_TISSUE[tissue[::2, ::2]]
+    moved = render_labels(scene)
+    assert not np.array_equal(labels, moved)  # the field did move something
+    fg = (labels > 0) | (from_tissue > 0)
+    assert np.mean(labels[fg] == from_tissue[fg]) > 0.85  # same shapes, up to the 2x/1x sampling offset
+
+
+def test_contrast_priors_keep_their_signature_on_average() -> None:
+    """T1-like tables keep CSF below fat, T2-like above; 'random' has no such rule (both orders occur)."""
+    cfg = Randomization()
+    orders = {prior: [] for prior in ("T1", "T2", "random")}
+    for seed in range(200):
+        for prior in orders:
+            means = _tissue_means(prior, np.random.default_rng(seed), cfg, 1.0)
+            orders[prior].append(means[T.CSF].mean() > means[T.EPIDURAL_FAT].mean())
+    assert np.mean(orders["T1"]) < 0.1
+    assert np.mean(orders["T2"]) > 0.6
+    assert 0.2 < np.mean(orders["random"]) < 0.8
+    assert means.shape == (N_TISSUES, 3)
+
+
+def test_anterior_falloff_darkens_the_front_of_the_body() -> None:
+    p = sample_patient(9, 3)
+    scene = build_scene(p, 3, "disc")
+
+    tissue = render_tissue(scene, np.random.default_rng(0))
+    always = Randomization(falloff=1.0, texture=(0.0, 0.0))
+    never = Randomization(falloff=0.0, texture=(0.0, 0.0))
+    ratios = []
+    for seed in range(6):
+        with_f = randomized_image(tissue, "T2", np.random.default_rng(seed), always).astype(float)
+        without = randomized_image(tissue, "T2", np.random.default_rng(seed), never).astype(float)
+        front = lambda img: img[40:100].mean() / img[200:260].mean()  # noqa: E731
+        ratios.append(front(with_f) / front(without))
+    assert np.median(ratios) < 0.9
+
+
+def test_randomized_synth_writes_both_contrasts_and_records_the_mode(tmp_path: Path) -> None:
+    out = tmp_path / "dr"
+    summary = synthesize(out, patients=2, seed=1, off_disc=True, randomize=True)
+    assert summary.n_slices == 18 and summary.n_rendered == 18
+    record = json.loads((out / "synth.json").read_text())
+    assert record["appearance"] == "randomized"
+    pairs = index_dataset(out)
+    samples = with_modalities(pairs, "both")
+    assert len(samples) == 36 and {m for _, m in samples} == {"T1", "T2"}
+    assert [m for _, m in with_modalities(pairs, "T1")] == ["T1"] * 18
+    with pytest.raises(ValueError, match="modality must be one of"):
+        with_modalities(pairs, "PD")

@@ -1,0 +1,156 @@
+"""Domain-randomised appearance of a phantom slice: random tissue intensities, deformation, bias, blur.
+
+After SynthSeg (Billot et al., Med Image Anal 2023): the network sees the phantom's label map
+rendered with intensities drawn at random per image, so it must learn shape rather than one
+scanner's contrast. Each tissue is split into intensity sub-classes by a smooth random field
+(FetalSynthSeg, Zalevskyi et al., MELBA 2026), and every image also gets a random elastic
+deformation (shared with its labels), within-tissue texture, a smooth or steep coil bias
+(including the anterior fall-off of a posterior spine coil), blur, resolution loss, gamma and
+Rician noise. The anatomy comes unchanged from `train.data.phantom`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from train.data.phantom import (
+    _BASE,
+    MAX_VALUE,
+    N_TISSUES,
+    OVERSAMPLE,
+    SIZE,
+    SPACING_MM,
+    PatientAnatomy,
+    SliceImages,
+    T,
+    _acquire,
+    _rng,
+    _smooth_field,
+    _upsample,
+    build_scene,
+    render_labels,
+    render_tissue,
+)
+
+CONTRAST_PRIORS = ("T1", "T2", "random")
+"""How tissue means are drawn: jittered around T1 or T2 signal tables, or uniform at random."""
+N_SUBCLASSES = 3
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """Ranges of the random appearance (one draw per image); defaults cover real axial lumbar MRI.
+
+    prior_weights: probability of a T1-like, T2-like and fully random intensity table for the
+    images written as T1 and as T2 (the rest of the mass goes to "random"); jitter: log-normal
+    sigma of each tissue mean around its table value; deform_mm: largest elastic displacement;
+    blur_px: Gaussian sigma range (pixels) per axis; falloff: probability of an anterior signal
+    fall-off; snr: range of the signal-to-noise ratio; gamma: log-range of the intensity exponent.
+    """
+
+    prior_weight: float = 0.7
+    jitter: float = 0.35
+    subclass_jitter: float = 0.15
+    texture: tuple[float, float] = (0.0, 0.25)
+    deform_mm: float = 3.0
+    blur_px: tuple[float, float] = (0.3, 1.6)
+    falloff: float = 0.75
+    snr: tuple[float, float] = (6.0, 45.0)
+    gamma: float = 0.45
+
+
+def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_mm: float) -> tuple[np.ndarray, ...]:
+    """Apply one smooth random displacement field to the 2x tissue map and the 1x labels (nearest)."""
+    amp = rng.uniform(0.0, max_mm) / SPACING_MM  # in 1x pixels
+    n2 = tissue.shape[0]
+    field = [_upsample(rng.standard_normal((6, 6)).astype(np.float32), n2) * np.float32(amp / 1.5) for _ in range(2)]
+    dy2, dx2 = (f * OVERSAMPLE for f in field)
+    rows2, cols2 = np.mgrid[0:n2, 0:n2].astype(np.float32)
+    r2 = np.clip(np.rint(rows2 + dy2), 0, n2 - 1).astype(np.intp)
+    c2 = np.clip(np.rint(cols2 + dx2), 0, n2 - 1).astype(np.intp)
+    n1 = labels.shape[0]
+    dy1, dx1 = (f.reshape(n1, OVERSAMPLE, n1, OVERSAMPLE).mean(axis=(1, 3)) for f in field)
+    rows1, cols1 = np.mgrid[0:n1, 0:n1].astype(np.float32)
+    r1 = np.clip(np.rint(rows1 + dy1), 0, n1 - 1).astype(np.intp)
+    c1 = np.clip(np.rint(cols1 + dx1), 0, n1 - 1).astype(np.intp)
+    return tissue[r2, c2], labels[r1, c1]
+
+
+def _tissue_means(prior: str, rng: np.random.Generator, cfg: Randomization, nucleus_t2: float) -> np.ndarray:
+    """(N_TISSUES, N_SUBCLASSES) mean signal in [0, 1.2] for one image."""
+    if prior == "random":
+        base = rng.uniform(0.0, 1.0, N_TISSUES)
+    else:
+        table = _BASE[CONTRAST_PRIORS.index(prior)].copy()
+        if prior == "T2":
+            table[T.NUCLEUS] *= nucleus_t2
+        base = table * np.exp(rng.normal(0.0, cfg.jitter, N_TISSUES)) + rng.uniform(0.0, 0.05, N_TISSUES)
+    means = base[:, None] * np.exp(rng.normal(0.0, cfg.subclass_jitter, (N_TISSUES, N_SUBCLASSES)))
+    means[T.AIR] = rng.uniform(0.0, 0.04)  # outside the body there is only noise
+    return np.clip(means, 0.0, 1.2).astype(np.float32)
+
+
+def _blur(img: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+    """Separable Gaussian blur with a sigma (pixels) per axis: anisotropic resolution loss."""
+    out = img
+    for axis, sigma in ((0, sigma_y), (1, sigma_x)):
+        radius = max(1, int(np.ceil(2.5 * sigma)))
+        k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        k = (k / k.sum()).astype(np.float32)
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+    return out
+
+
+def _bias(rng: np.random.Generator, cfg: Randomization) -> np.ndarray:
+    """Multiplicative coil sensitivity: a smooth random field, often times a steep anterior fall-off."""
+    log_field = _upsample(rng.standard_normal((4, 4)).astype(np.float32), SIZE) * np.float32(rng.uniform(0.05, 0.35))
+    field = np.exp(log_field)
+    if rng.random() < cfg.falloff:  # posterior spine coil: signal fades towards the anterior abdomen
+        rows = np.arange(SIZE, dtype=np.float32)[:, None]
+        centre, width = rng.uniform(0.2, 0.55) * SIZE, rng.uniform(8.0, 50.0)
+        floor = rng.uniform(0.02, 0.6)
+        field = field * (floor + (1.0 - floor) / (1.0 + np.exp(-(rows - centre) / width)))
+    return field.astype(np.float32)
+
+
+def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, cfg: Randomization,
+                     nucleus_t2: float = 1.0) -> np.ndarray:
+    """One 12-bit image (SIZE, SIZE) of a 2x tissue map with a freshly drawn random appearance."""
+    means = _tissue_means(prior, rng, cfg, nucleus_t2)
+    sub_field = _smooth_field(rng, int(rng.integers(6, 20)), tissue.shape[0])
+    cuts = np.sort(rng.normal(0.0, 1.0, N_SUBCLASSES - 1))
+    sub = np.digitize(sub_field, cuts).astype(np.intp)
+    texture_amp = rng.uniform(*cfg.texture, N_TISSUES).astype(np.float32)
+    texture_amp[T.AIR] = 0.0
+    texture = _smooth_field(rng, int(rng.integers(40, 160)), tissue.shape[0])
+    fine = means[tissue, sub] * (1.0 + texture_amp[tissue] * texture)
+    n = SIZE
+    signal = fine.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3))  # partial volume
+    signal = _blur(signal, *rng.uniform(*cfg.blur_px, 2)) * _bias(rng, cfg)
+    signal = np.clip(signal, 0.0, None) ** np.float32(np.exp(rng.uniform(-cfg.gamma, cfg.gamma)))
+    gain = float(MAX_VALUE) * 0.7 / max(float(np.percentile(signal, 99.5)), 1e-3)
+    return _acquire(signal.astype(np.float32) * np.float32(gain), gain, rng.uniform(*cfg.snr), rng)
+
+
+def render_randomized_slice(p: PatientAnatomy, disc: int, zone: str = "disc", slice_key: int = 0,
+                            cfg: Randomization = Randomization()) -> SliceImages:
+    """Render one slice with a random deformation and two random appearances.
+
+    The image written as "T1" draws its intensity table around T1 signal (probability
+    cfg.prior_weight) or fully at random, likewise "T2"; (patient, disc, zone, slice_key)
+    fully determine the pixels.
+    """
+    scene = build_scene(p, disc, zone)
+    rng = _rng(p.seed, p.index, 7, disc, slice_key)
+    tissue, labels = _deform(render_tissue(scene, rng), render_labels(scene), rng, cfg.deform_mm)
+    images = {}
+    for name in ("T1", "T2"):
+        prior = name if rng.random() < cfg.prior_weight else "random"
+        images[name] = randomized_image(tissue, prior, rng, cfg, p.levels[disc].nucleus_t2)
+    return SliceImages(images["T1"], images["T2"], labels)
