@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -87,6 +87,8 @@ class Tissue(IntEnum):
     ROOT = 27
     BOWEL_CONTENT = 28
     RETRO_FAT = 29
+    KIDNEY_CORTEX = 30
+    KIDNEY_MEDULLA = 31
 
 
 T = Tissue
@@ -124,6 +126,8 @@ _TISSUES: dict[Tissue, tuple[str, float, float, float]] = {
     T.EPIDURAL_FAT: ("AAP", 0.95, 0.72, 0.05),
     T.FLAVUM: ("AAP", 0.26, 0.20, 0.04),
     T.ROOT: ("AAP", 0.34, 0.30, 0.0),
+    T.KIDNEY_CORTEX: ("BG", 0.45, 0.55, 0.08),
+    T.KIDNEY_MEDULLA: ("BG", 0.33, 0.72, 0.08),
 }
 N_TISSUES = max(Tissue) + 1
 _ORDER = sorted(Tissue)  # tables are indexed by tissue value
@@ -171,6 +175,8 @@ class LevelAnatomy:
     fat_streaks: tuple[tuple[float, float, float, float, float], ...]  # (u, v) in lobe units, angle, length, r
     iliac: bool
     vessel_jitter: tuple[float, float, float]
+    kidney: tuple[float, float, float] | None = None  # lower pole: (lateral offset, radius u, radius v) mm
+    sac_triangle: float = 0.0  # 0 oval thecal sac ... 1 triangular (trefoil canal of the low levels)
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,8 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     theta = float(np.clip(rng.normal(0.0, 0.06), -0.12, 0.12))
     cx, cy = rng.uniform(-8.0, 8.0), rng.uniform(-14.0, 0.0)
     levels = {d: _sample_level(rng, d, scale, theta, cx, cy) for d in DISCS}
+    variety = _rng(seed, index, 3)  # a stream of its own: adding it left every other draw as it was
+    levels = {d: replace(lv, **_sample_variety(variety, d, scale)) for d, lv in levels.items()}
     return PatientAnatomy(
         seed=seed, index=index, theta=theta,
         body_a=rng.uniform(130.0, 185.0),
@@ -240,6 +248,16 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
         extra_slices=(int(rng.integers(0, 3)), int(rng.integers(1, 3))),
         series_number=int(rng.integers(3, 10)),
     )
+
+
+def _sample_variety(rng: np.random.Generator, disc: int, scale: float) -> dict[str, object]:
+    """Kidney lower poles at the upper levels; triangular sacs, commoner low down."""
+    k = disc - DISCS[0]
+    kidney = None
+    if rng.random() < (0.4, 0.12, 0.0)[k]:
+        kidney = (rng.uniform(10.0, 22.0), rng.uniform(14.0, 24.0) * scale, rng.uniform(10.0, 17.0) * scale)
+    triangle = rng.uniform(0.4, 1.0) if rng.random() < (0.2, 0.4, 0.6)[k] else 0.0
+    return {"kidney": kidney, "sac_triangle": float(triangle)}
 
 
 def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: float, cx: float,
@@ -446,6 +464,14 @@ def _psoas_iliac_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     pr_u, pr_v, pdv = lv.psoas
     ops: list[Op] = []
     marrow: list[Op] = []
+    if lv.kidney is not None:  # lower poles, anterolateral to quadratus lumborum, in perirenal fat
+        off, kru, krv = lv.kidney
+        for side in (-1.0, 1.0):
+            ku, kv = side * (max(d.a_l, d.a_r) + 2 * pr_u + off + kru * 0.6), d.vpb - krv * 0.6
+            ops.append(Paint(ellipse(f, ku, kv, kru + 4.0, krv + 4.0, side * 0.5), T.FAT, _SOFT))
+            ops.append(Paint(ellipse(f, ku, kv, kru, krv, side * 0.5), T.KIDNEY_CORTEX, _SOFT | {T.FAT}))
+            ops.append(Paint(ellipse(f, ku - side * kru * 0.2, kv, kru * 0.55, krv * 0.5, side * 0.5),
+                             T.KIDNEY_MEDULLA, frozenset({T.KIDNEY_CORTEX})))
     for side in (-1.0, 1.0):
         s_asym = 1.0 + side * lv.psoas_asym
         ru, rv = pr_u * s_asym, pr_v * s_asym
@@ -502,6 +528,16 @@ def _canal_shape(lv: LevelAnatomy, d: _Derived, foramina: bool) -> Shape:
     return Union(*parts)
 
 
+def _sac_shape(f: Frame, du: float, tv: float, ru: float, rv: float, triangle: float) -> Shape:
+    """Thecal sac: an oval, or (triangle > 0) an oval flattened behind into a posterior-pointing triangle."""
+    if triangle <= 0.0:
+        return ellipse(f, du, tv, ru, rv)
+    front = ellipse(f, du, tv - rv * 0.25 * triangle, ru, rv * (1.0 - 0.25 * triangle))
+    wide = ru * (1.0 + 0.15 * triangle)
+    apex = (du, tv + rv)
+    return Union(front, polygon(f, [(du - wide, tv - rv * 0.3), (du + wide, tv - rv * 0.3), apex]))
+
+
 def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
     """Epidural fat, ligamenta flava and nerve roots (AAP), thecal sac with cauda equina (TS).
 
@@ -524,8 +560,8 @@ def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
             ops.append(Paint(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.4, 2.6, 2.0),
                              T.ROOT, frozenset({T.EPIDURAL_FAT})))
     tsr = (lv.ts_w / 2, lv.ts_ap / 2)
-    ops.append(Paint(ellipse(f, du, tv, *tsr), T.DURA))
-    ops.append(Paint(ellipse(f, du, tv, tsr[0] - 0.6, tsr[1] - 0.6), T.CSF, frozenset({T.DURA})))
+    ops.append(Paint(_sac_shape(f, du, tv, *tsr, lv.sac_triangle), T.DURA))
+    ops.append(Paint(_sac_shape(f, du, tv, tsr[0] - 0.6, tsr[1] - 0.6, lv.sac_triangle), T.CSF, frozenset({T.DURA})))
     # cauda equina: roots settle in the dependent (posterior) half of the sac, patient supine
     roots = [ellipse(f, du + cu * tsr[0], tv + cv * tsr[1], 0.75, 0.75)
              for cu, cv in ((-0.55, 0.3), (0.55, 0.3), (-0.25, 0.5), (0.25, 0.5), (0.0, 0.6), (-0.75, 0.05),
@@ -604,15 +640,22 @@ def _disc_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     return ops
 
 
-def _vertebral_body_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
-    """Vertebral body (background class): cortical rim, fatty marrow, basivertebral vein."""
+def _vertebral_body_ops(lv: LevelAnatomy, d: _Derived, sacrum: bool = False) -> list[Op]:
+    """Vertebral body (background class): cortical rim, fatty marrow, basivertebral vein; sacral alae at S1."""
     f = lv.frame
     a_r, a_l, bf, bb = d.a_r * 0.94, d.a_l * 0.94, d.b_front * 0.96, d.b_back * 0.96
     notch = ellipse(f, 0.0, bb + 6.0 - 2.0, lv.notch_ru, 6.0)
     outer = Diff(superellipse(f, 0.0, 0.0, a_r, a_l, bf, bb, lv.disc_p), notch)
     inner = superellipse(f, 0.0, 0.0, a_r - 1.6, a_l - 1.6, bf - 1.6, bb - 1.6, lv.disc_p)
-    return [Paint(outer, T.CORTEX), Paint(inner, T.MARROW, frozenset({T.CORTEX})),
-            Paint(ellipse(f, 0.0, bb - 4.5, 3.0, 2.0), T.VEIN, frozenset({T.MARROW}))]
+    ops: list[Op] = [Paint(outer, T.CORTEX), Paint(inner, T.MARROW, frozenset({T.CORTEX})),
+                     Paint(ellipse(f, 0.0, bb - 4.5, 3.0, 2.0), T.VEIN, frozenset({T.MARROW}))]
+    if sacrum:  # S1: the alae reach out from the body towards the iliac wings
+        reach = _iliac_base(lv, d) + 4.0
+        for side in (-1.0, 1.0):
+            start, end = (side * a_r * 0.6, bb * 0.2), (side * reach, bb * 0.45)
+            ops.append(Paint(capsule(f, start, end, 9.0, 6.0), T.CORTEX, _SOFT))
+            ops.append(Paint(capsule(f, start, end, 7.4, 4.4), T.MARROW, frozenset({T.CORTEX})))
+    return ops
 
 
 @dataclass(frozen=True)
@@ -634,7 +677,8 @@ def build_scene(p: PatientAnatomy, disc: int, zone: str = "disc") -> Scene:
     coarse = _body_ops(p, lv, d) + _back_ops(lv, d) + _pelvic_muscle_ops(lv, d)
     fine = _septa_ops(lv, d) + _psoas_iliac_ops(lv, d) + _vessel_ops(lv, d) + _arch_ops(lv, d, zone)
     fine += _canal_ops(lv, d, foramina=zone == "disc")
-    fine += _disc_ops(lv, d) if zone == "disc" else _vertebral_body_ops(lv, d)
+    sacrum = disc == DISCS[-1] and zone == "pedicle"  # below L5-S1 the slice cuts S1
+    fine += _disc_ops(lv, d) if zone == "disc" else _vertebral_body_ops(lv, d, sacrum)
     return Scene(coarse, fine)
 
 
