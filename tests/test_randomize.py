@@ -70,12 +70,13 @@ def test_anterior_falloff_darkens_the_front_of_the_body() -> None:
 def test_randomized_synth_writes_both_contrasts_and_records_the_mode(tmp_path: Path) -> None:
     out = tmp_path / "dr"
     summary = synthesize(out, patients=2, seed=1, off_disc=True, randomize=True)
-    assert summary.n_slices == 18 and summary.n_rendered == 18
+    assert summary.n_slices == 24 and summary.n_rendered == 24  # per level: disc, its redraw, end plate, pedicle
     record = json.loads((out / "synth.json").read_text())
     assert record["appearance"] == "randomized"
     pairs = index_dataset(out)
     samples = with_modalities(pairs, "both")
-    assert len(samples) == 36 and {m for _, m in samples} == {"T1", "T2"}
-    assert [m for _, m in with_modalities(pairs, "T1")] == ["T1"] * 18
+    assert len(samples) == 48 and {m for _, m in samples} == {"T1", "T2"}
+    assert [m for _, m in with_modalities(pairs, "T1")] == ["T1"] * 24
+    assert sum(p.tag == "redraw" for p in pairs) == 6
     with pytest.raises(ValueError, match="modality must be one of"):
         with_modalities(pairs, "PD")

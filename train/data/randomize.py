@@ -37,6 +37,7 @@ from train.data.phantom import (
 CONTRAST_PRIORS = ("T1", "T2", "random")
 """How tissue means are drawn: jittered around T1 or T2 signal tables, or uniform at random."""
 N_SUBCLASSES = 3
+_TRABECULAR = (T.MARROW, T.PE_MARROW)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     sub = np.digitize(sub_field, cuts).astype(np.intp)
     texture_amp = rng.uniform(*cfg.texture, N_TISSUES).astype(np.float32)
     texture_amp[T.AIR] = 0.0
+    for bone in _TRABECULAR:  # trabecular marrow is mottled in every contrast
+        texture_amp[bone] = rng.uniform(0.1, 0.4)
     texture = _smooth_field(rng, int(rng.integers(40, 160)), tissue.shape[0])
     fine = means[tissue, sub] * (1.0 + texture_amp[tissue] * texture)
     n = SIZE

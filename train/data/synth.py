@@ -94,6 +94,19 @@ def _names(pid: str, disc: int, tag: str = "") -> dict[str, Path]:
 # Extra training slices per level with --off-disc: (zone, slice key), the key as the DICOM plan
 # numbers them (10 + offset from the disc), so these are the slices a study holds there.
 OFF_DISC_SLICES = (("endplate", 11), ("pedicle", 12))
+REDRAW_TAG = "redraw"
+"""Tag of the second disc-level slice per level with --randomize: a fresh deformation and appearance,
+so disc slices are about half the set, as in real studies (about two thirds cut a disc)."""
+
+
+def slice_plan(off_disc: bool, randomize: bool) -> tuple[tuple[str, int, str], ...]:
+    """(zone, slice key, file tag) of every labelled slice per level."""
+    plan = [("disc", 0, "")]
+    if randomize:
+        plan.append(("disc", 1, REDRAW_TAG))
+    if off_disc:
+        plan += [(zone, key, zone) for zone, key in OFF_DISC_SLICES]
+    return tuple(plan)
 
 
 def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview: bool = False,
@@ -125,12 +138,11 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     for index in range(patients):
         p = sample_patient(seed, index)
         rendered: dict[int, SliceImages] = {}
-        extra = OFF_DISC_SLICES if off_disc else ()
+        plan = slice_plan(off_disc, randomize)
         for disc in DISCS:
-            for zone, key in (("disc", 0), *extra):
+            for zone, key, tag in plan:
                 s = render_randomized_slice(p, disc, zone, key) if randomize else render_slice(p, disc, zone, key)
-                tag = "" if zone == "disc" else zone
-                if zone == "disc":  # DICOM studies keep the physical contrast
+                if not tag:  # DICOM studies keep the physical contrast
                     rendered[disc] = render_slice(p, disc, zone, key) if randomize and dicom else s
                 names = _names(p.pid, disc, tag)
                 atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
@@ -152,9 +164,9 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
                     "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
                     "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
                 })
-                if preview and zone == "disc" and len(shown) < PREVIEW_SLICES:
+                if preview and not tag and len(shown) < PREVIEW_SLICES:
                     shown.append(s)
-        n_rendered += len(DISCS) * (1 + len(extra))
+        n_rendered += len(DISCS) * len(plan)
         if dicom:
             written = write_study(out, p, rendered)
             n_dicom += written
