@@ -271,6 +271,43 @@ def bench_real(model: Path | None, images: Path, reference: Path, out: Path | No
     return result
 
 
+@dataclass(frozen=True)
+class RealSet:
+    """Real slices and their by-eye reference, for `bench all --real-images/--real-reference`."""
+
+    images: Path
+    reference: Path
+    pixel_spacing: float = 0.6875
+
+
+def real_by_variant(variants: Sequence[Any], real: RealSet, out: Path) -> list[dict[str, Any]]:
+    """`bench real` for every exported variant; the contact sheet of each goes to out/real/<label>/."""
+    rows = []
+    for variant in variants:
+        folder = Path(out) / "real" / variant.label.replace(" ", "_")
+        result = bench_real(variant.path, real.images, real.reference, folder, real.pixel_spacing, threads=1)
+        rows.append({"variant": variant.label, "summary": result["summary"],
+                     "contact_sheet": str((folder / SHEET_PNG).relative_to(out))})
+    return rows
+
+
+def real_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One row per variant: TS and IVD Dice per contrast, TS area error, disc-vs-body accuracy."""
+    lines = [
+        "## Real slices (by-eye reference)\n",
+        "| variant | TS Dice T1 | TS Dice T2 | IVD Dice T1 | IVD Dice T2 | TS area error (median) | disc-vs-body |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        s = row["summary"]
+        lines.append(
+            f"| {row['variant']} | {_fmt(s['T1']['ts_dice'])} | {_fmt(s['T2']['ts_dice'])} | {_fmt(s['T1']['ivd_dice'])} "
+            f"| {_fmt(s['T2']['ivd_dice'])} | {_fmt(s['all']['ts_area_error_median'], pct=True)} "
+            f"| {_fmt(s['all']['disc_accuracy'], pct=True)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def real_command(images: Path, reference: Path, model: Path | None = None, out: Path | None = None,
                  pixel_spacing: float = 0.6875, threads: int | None = None) -> int:
     """CLI body of `edge-seg bench real`: prints the table; 0 when measured, 2 on unusable input."""

@@ -40,6 +40,7 @@ from benchmarks.latency import (
 )
 from benchmarks.machine import describe_machine
 from benchmarks.plots import Point, pareto_front, plot_dice_per_class, plot_latency_vs_dice, plot_sizes
+from benchmarks.real import RealSet, real_by_variant, real_markdown
 from benchmarks.variants import discover_variants
 from edge_runtime.atomic import atomic_write_text
 from edge_runtime.labels import FOREGROUND
@@ -296,6 +297,7 @@ def report_markdown(report: dict[str, Any], accuracy: AccuracyReport, latency: L
         "slices/s = 1000 / mean latency (batch 1, one stream). Run spread = (max - min) / median of the "
         "per-pass medians when several passes ran.\n",
         latency_markdown(latency),
+        *([real_markdown(report["real"])] if report["real"] else []),
         "## Plots\n",
         "\n".join(f"![{name}]({name})" for name in report["plots"]) + "\n",
         "## Tolerance gates\n",
@@ -321,8 +323,10 @@ def run_bench(
     threads: tuple[int, ...] | None = None,
     show_progress: bool = True,
     runs: int | None = None,
+    real: RealSet | None = None,
 ) -> tuple[dict[str, Any], AccuracyReport, LatencyReport]:
-    """Run both benchmarks and write the report folder; returns (report.json content, accuracy, latency)."""
+    """Run both benchmarks (and `bench real` per variant when `real` is given) and write the report folder;
+    returns (report.json content, accuracy, latency)."""
     out = Path(out)
     machine = describe_machine()  # before the benchmarks: the load average is the background load
     variants = discover_variants(artifacts)
@@ -346,6 +350,7 @@ def run_bench(
     except ImportError as exc:  # matplotlib is in the 'train' extra; an edge box may lack it
         plots = []
         notes.append(f"plots skipped: {exc.name or exc} is not installed (pip install matplotlib)")
+    real_rows = real_by_variant(variants, real, out) if real is not None else []
     machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     report = {
         "schema": SCHEMA,
@@ -361,6 +366,7 @@ def run_bench(
         "accuracy": accuracy.to_dict(),
         "latency": latency.to_dict(),
         "plots": plots,
+        "real": real_rows,
         "notes": notes,
         "passed": accuracy.passed and not latency.errors,
     }
@@ -377,6 +383,8 @@ def bench_all_command(
     quick: bool = False,
     threads: str | None = None,
     runs: int | None = None,
+    real_images: Path | None = None,
+    real_reference: Path | None = None,
 ) -> int:
     """CLI body of `edge-seg bench all`: 0 when every gate passed and every measurement ran,
     1 otherwise (the report is still written), 2 for unusable input."""
@@ -389,7 +397,12 @@ def bench_all_command(
     err = Console(stderr=True, soft_wrap=True)
     try:
         thread_counts = parse_threads(threads) if threads else None
-        report, accuracy, latency = run_bench(run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts, runs=runs)
+        if (real_images is None) != (real_reference is None):
+            raise ValueError("--real-images and --real-reference go together")
+        real = RealSet(Path(real_images), Path(real_reference)) if real_images is not None else None
+        report, accuracy, latency = run_bench(
+            run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts, runs=runs, real=real
+        )
     except (ValueError, FileNotFoundError, BackendError) as exc:  # ManifestError / RunDirError are ValueErrors
         err.print(f"[red]error:[/] {exc}")
         return 2

@@ -340,11 +340,16 @@ def bench_all(
     runs: Annotated[
         int | None, typer.Option(min=1, help="Latency passes over all models (default: 1 quick, 3 full).")
     ] = None,
+    real_images: Annotated[
+        Path | None, typer.Option(help="Also score every variant on these real slices (see `bench real`).")
+    ] = None,
+    real_reference: Annotated[Path | None, typer.Option(help="reference.jsonl for --real-images.")] = None,
 ) -> None:
     """Accuracy and latency benchmarks with plots in one report folder (exit 1 when a gate fails)."""
     command = load_command("benchmarks.report", "bench_all_command")
     raise typer.Exit(
-        command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick, threads=threads, runs=runs)
+        command(run_dir=run_dir, artifacts=artifacts, out=out, data=data, quick=quick, threads=threads, runs=runs,
+                real_images=real_images, real_reference=real_reference)
     )
 
 

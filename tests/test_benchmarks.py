@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,7 +198,8 @@ def quick_report(setup):
     from benchmarks.report import bench_all_command
 
     out = setup.root / "report"
-    code = bench_all_command(setup.run, setup.art, out, quick=True)
+    real = {"real_images": REAL, "real_reference": REAL / "reference.jsonl"} if (REAL / "reference.jsonl").is_file() else {}
+    code = bench_all_command(setup.run, setup.art, out, quick=True, **real)
     return SimpleNamespace(
         code=code,
         out=out,
@@ -207,6 +209,7 @@ def quick_report(setup):
     )
 
 
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real-axial"
 ARTEFACTS = ("run-tflite-fp32", "run-tflite-int8", "run-onnx-fp32", "degraded-tflite-fp32")
 
 
@@ -232,6 +235,21 @@ def test_quick_report_writes_every_file_with_the_documented_structure(quick_repo
     for label in ARTEFACTS:
         assert f"| {label} |" in markdown
     assert "![latency_vs_dice.png](latency_vs_dice.png)" in markdown
+
+
+def test_real_slices_are_scored_per_variant_like_bench_real(setup, quick_report):
+    if not (REAL / "reference.jsonl").is_file():
+        pytest.skip(f"real validation set not at {REAL}")
+    from benchmarks.real import bench_real
+
+    rows = {row["variant"]: row for row in quick_report.report["real"]}
+    assert sorted(rows) == sorted(ARTEFACTS)
+    markdown = (quick_report.out / "report.md").read_text()
+    assert "## Real slices (by-eye reference)" in markdown and "| run-tflite-int8 |" in markdown
+    int8 = rows["run-tflite-int8"]
+    assert (quick_report.out / int8["contact_sheet"]).read_bytes()[:4] == b"\x89PNG"
+    direct = bench_real(setup.art / "run-tflite-int8.tflite", REAL, REAL / "reference.jsonl", threads=1)
+    assert int8["summary"] == direct["summary"]
 
 
 def test_gates_trip_on_the_degraded_variant_only_among_float_conversions(quick_report):
