@@ -80,3 +80,14 @@ def test_randomized_synth_writes_both_contrasts_and_records_the_mode(tmp_path: P
     assert sum(p.tag == "redraw" for p in pairs) == 6
     with pytest.raises(ValueError, match="modality must be one of"):
         with_modalities(pairs, "PD")
+
+
+def test_randomized_synth_is_reproducible_per_seed(tmp_path: Path) -> None:
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, seed in ((first, 7), (second, 7), (other, 8)):
+        synthesize(folder, patients=1, seed=seed, randomize=True)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.png"))
+    assert len(files) == 3 * 2 * 3  # 3 levels x (disc, redraw) x (label, T1, T2)
+    assert all((first / rel).read_bytes() == (second / rel).read_bytes() for rel in files)
+    t1 = Path("04_Intermediary_Ground_Truth_Data/T1_Output/T1_0001_D4.png")
+    assert (first / t1).read_bytes() != (other / t1).read_bytes()
