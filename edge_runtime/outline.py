@@ -82,7 +82,7 @@ def region_outlines(mask: np.ndarray) -> list[np.ndarray]:
         raise ValueError(f"outline needs a 2-D mask, got shape {mask.shape}")
     outlines = []
     for corners in _loops(_boundary_edges(mask)):
-        points = np.asarray(corners + [corners[0]], dtype=np.float64)
+        points = np.asarray([*corners, corners[0]], dtype=np.float64)
         area = polygon_area(points[:-1])
         if area > 0:  # outer boundaries run clockwise on screen; holes run the other way
             outlines.append((area, points))
