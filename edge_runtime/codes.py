@@ -66,6 +66,7 @@ SEGMENT_TYPES: dict[str, Concept] = {
 }
 
 # --- algorithm and procedure --------------------------------------------------------------------
+DEVICE = _pd("121007", "DCM", "Device", "Device")  # observer type of the SR
 ARTIFICIAL_INTELLIGENCE = _pd("123110", "DCM", "Artificial Intelligence", "ArtificialIntelligence")
 MRI_UNSPECIFIED_BODY_REGION = _pd("25056-3", "LN", "MRI unspecified body region", "MRIUnspecifiedBodyRegion")
 IMAGING_MEASUREMENT_REPORT = _pd("126000", "DCM", "Imaging Measurement Report", "ImagingMeasurementReport")
