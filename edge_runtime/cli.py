@@ -107,6 +107,7 @@ def synth(
         typer.Option(help="Domain randomisation: random tissue intensities (T1-like, T2-like, random), deformation, "
                      "bias fall-off, blur and noise per image, for models that must work on real scans."),
     ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes rendering patients in parallel (same bytes).")] = 1,
 ) -> None:
     """Write a synthetic axial lumbar-spine MRI data set with exact ground truth (no TensorFlow needed)."""
     from edge_runtime.progress import progress_bar
@@ -122,6 +123,7 @@ def synth(
                 preview=preview,
                 off_disc=off_disc,
                 randomize=randomize,
+                workers=workers,
                 progress=lambda done, total: advance(done),
             )
     except (ValueError, OSError) as exc:

@@ -91,3 +91,12 @@ def test_randomized_synth_is_reproducible_per_seed(tmp_path: Path) -> None:
     assert all((first / rel).read_bytes() == (second / rel).read_bytes() for rel in files)
     t1 = Path("04_Intermediary_Ground_Truth_Data/T1_Output/T1_0001_D4.png")
     assert (first / t1).read_bytes() != (other / t1).read_bytes()
+
+
+def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    synthesize(one, patients=3, seed=2, randomize=True, preview=True)
+    synthesize(two, patients=3, seed=2, randomize=True, preview=True, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file() and p.name != "synth.json")
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file() and p.name != "synth.json")
+    assert all((one / rel).read_bytes() == (two / rel).read_bytes() for rel in files)

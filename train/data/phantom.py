@@ -276,13 +276,13 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         hernia = (float(rng.choice([-6.5, -3.5, 0.0, 3.5, 6.5]) + rng.normal(0, 0.8)),
                   rng.uniform(4.0, 7.5), rng.uniform(3.0, 6.5))
     degenerate = rng.random() < (0.2, 0.45, 0.5)[k]
-    stenotic = rng.random() < (0.15, 0.35, 0.28)[k]
+    stenotic = rng.random() < (0.12, 0.28, 0.22)[k]
     if stenotic:
         ts_w, ts_ap = rng.uniform(7.5, 11.0), rng.uniform(5.0, 7.8)
         post_fat, hyper, flavum = rng.uniform(0.5, 1.5), rng.uniform(1.2, 1.45), rng.uniform(2.4, 3.4)
         lat_fat = rng.uniform(0.3, 1.0)
     else:
-        ts_w, ts_ap = rng.uniform(13.0, 18.0), rng.uniform(10.0, 14.0)
+        ts_w, ts_ap = rng.uniform(13.0, 20.0), rng.uniform(10.5, 16.0)  # real sacs: ~16 x 14 mm, 140-230 mm2
         post_fat, hyper, flavum = rng.uniform(2.0, 5.0), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
         lat_fat = rng.uniform(1.2, 2.8)
     psoas_r = np.array([(10.0, 13.0), (14.0, 17.0), (17.0, 20.0)][k]) * scale * rng.uniform(0.85, 1.15)

@@ -38,6 +38,26 @@ CONTRAST_PRIORS = ("T1", "T2", "random")
 """How tissue means are drawn: jittered around T1 or T2 signal tables, or uniform at random."""
 N_SUBCLASSES = 3
 _TRABECULAR = (T.MARROW, T.PE_MARROW)
+_SIGNAL_VOID = (T.AIR, T.BOWEL_GAS, T.CORTEX, T.PE_CORTEX)
+"""No MR signal in any sequence: cortical bone and gas are dark on T1, T2 and everything between."""
+_GROUPS: tuple[tuple[T, ...], ...] = (
+    (T.SUBCUT_FAT, T.FAT, T.BOWEL_FAT, T.RETRO_FAT, T.EPIDURAL_FAT),
+    (T.WALL_MUSCLE, T.MUSCLE),
+    (T.ANNULUS, T.TRANSITION, T.NUCLEUS, T.HERNIA),
+    (T.MARROW, T.PE_MARROW),
+    (T.CSF, T.FACET_FLUID, T.BOWEL_FLUID),
+    (T.CAUDA, T.ROOT, T.DURA, T.FLAVUM),
+    (T.KIDNEY_CORTEX, T.KIDNEY_MEDULLA),
+    (T.BOWEL, T.BOWEL_WALL, T.BOWEL_CONTENT),
+    (T.ARTERY, T.VEIN),
+    (T.SKIN,),
+    (T.AIR, T.BOWEL_GAS, T.CORTEX, T.PE_CORTEX),
+)
+"""Tissues that share most of their random intensity factor."""
+_GROUP_OF = np.zeros(N_TISSUES, dtype=np.intp)
+for _index, _members in enumerate(_GROUPS):
+    _GROUP_OF[list(_members)] = _index
+assert sorted(t for g in _GROUPS for t in g) == list(range(N_TISSUES)), "every tissue in exactly one group"
 
 
 @dataclass(frozen=True)
@@ -80,15 +100,23 @@ def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, ma
 
 
 def _tissue_means(prior: str, rng: np.random.Generator, cfg: Randomization, nucleus_t2: float) -> np.ndarray:
-    """(N_TISSUES, N_SUBCLASSES) mean signal in [0, 1.2] for one image."""
+    """(N_TISSUES, N_SUBCLASSES) mean signal in [0, 1.2] for one image.
+
+    Tissues of one group (all fats, the parts of a disc, ...) share a random factor and differ by a
+    smaller one, so a disc is as often homogeneous as layered; tissues without MR signal in any
+    sequence (air, gas, cortical bone) stay dark.
+    """
+    group_draw = rng.normal(0.0, cfg.jitter, len(_GROUPS))[_GROUP_OF]
+    tissue_draw = rng.normal(0.0, cfg.jitter / 2, N_TISSUES)
     if prior == "random":
-        base = rng.uniform(0.0, 1.0, N_TISSUES)
+        base = rng.uniform(0.0, 1.0, len(_GROUPS))[_GROUP_OF] * np.exp(tissue_draw)
     else:
         table = _BASE[CONTRAST_PRIORS.index(prior)].copy()
         if prior == "T2":
             table[T.NUCLEUS] *= nucleus_t2
-        base = table * np.exp(rng.normal(0.0, cfg.jitter, N_TISSUES)) + rng.uniform(0.0, 0.05, N_TISSUES)
+        base = table * np.exp(group_draw + tissue_draw) + rng.uniform(0.0, 0.05, N_TISSUES)
     means = base[:, None] * np.exp(rng.normal(0.0, cfg.subclass_jitter, (N_TISSUES, N_SUBCLASSES)))
+    means[list(_SIGNAL_VOID)] = rng.uniform(0.0, 0.12, (len(_SIGNAL_VOID), N_SUBCLASSES))
     means[T.AIR] = rng.uniform(0.0, 0.04)  # outside the body there is only noise
     return np.clip(means, 0.0, 1.2).astype(np.float32)
 

@@ -6,12 +6,16 @@ whatever the number of patients asked for, and a seed always writes the same byt
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import json
+import multiprocessing
+import multiprocessing.pool
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,9 +113,71 @@ def slice_plan(off_disc: bool, randomize: bool) -> tuple[tuple[str, int, str], .
     return tuple(plan)
 
 
+@dataclass
+class _PatientOutput:
+    """What writing one patient produced, for the data set's totals (returned from worker processes)."""
+
+    rows: list[dict[str, object]]
+    counts: np.ndarray
+    n_dicom: int
+    n_rendered: int
+    shown: list[SliceImages]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs to write one patient."""
+
+    out: Path
+    seed: int
+    plan: tuple[tuple[str, int, str], ...]
+    randomize: bool
+    dicom: bool
+    keep_preview: int
+
+
+def _write_patient(job: _Job, index: int) -> _PatientOutput:
+    """Render and write every slice of patient `index` (and its DICOM study); independent of other patients."""
+    p = sample_patient(job.seed, index)
+    px_area = SPACING_MM**2
+    rendered: dict[int, SliceImages] = {}
+    result = _PatientOutput([], np.zeros(len(CLASSES), dtype=np.int64), 0, len(DISCS) * len(job.plan), [])
+    for disc in DISCS:
+        for zone, key, tag in job.plan:
+            s = render_randomized_slice(p, disc, zone, key) if job.randomize else render_slice(p, disc, zone, key)
+            if not tag:  # DICOM studies keep the physical contrast
+                rendered[disc] = render_slice(p, disc, zone, key) if job.randomize and job.dicom else s
+            names = _names(p.pid, disc, tag)
+            atomic_write_bytes(job.out / names["label"], encode_png(ids_to_mendeley(s.labels)))
+            atomic_write_bytes(job.out / names["T1"], encode_png(s.t1))
+            atomic_write_bytes(job.out / names["T2"], encode_png(s.t2))
+            px = np.bincount(s.labels.ravel(), minlength=len(CLASSES))
+            result.counts += px
+            ts_area = float(px[3]) * px_area
+            lv = p.levels[disc]
+            result.rows.append({
+                "patient": p.pid, "disc": disc, "zone": zone, "label_png": names["label"].as_posix(),
+                "t1_png": names["T1"].as_posix(), "t2_png": names["T2"].as_posix(),
+                "pixel_spacing_mm": SPACING_MM,
+                **{f"px_{c.short}": int(px[c.id]) for c in CLASSES},
+                **{f"area_mm2_{c.short}": f"{px[c.id] * px_area:.8f}" for c in CLASSES},
+                "ts_area_mm2": f"{ts_area:.8f}", "stenotic": int(ts_area < STENOSIS_MM2),
+                "herniation": int(lv.hernia is not None),
+                "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
+                "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
+            })
+            if not tag and len(result.shown) < job.keep_preview:
+                result.shown.append(s)
+    if job.dicom:
+        written = write_study(job.out, p, rendered)
+        result.n_dicom = written
+        result.n_rendered += written - len(DISCS)
+    return result
+
+
 def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview: bool = False,
                progress: Callable[[int, int], None] | None = None, off_disc: bool = False,
-               randomize: bool = False) -> SynthSummary:
+               randomize: bool = False, workers: int = 1) -> SynthSummary:
     """Write `patients` phantom patients (3 disc levels each) of data set `seed` into `out`.
 
     progress(done, total) is called after each patient. Files: label and T1/T2 PNGs in the
@@ -121,60 +187,37 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     learns the vertebral-body slices every real study holds (the real labels cover discs only);
     with `randomize` the PNG images get domain-randomised appearances (train.data.randomize: T1-like,
     T2-like or fully random tissue intensities, deformation, bias, blur, noise) instead of the
-    physical T1/T2 contrast, for models that must work on real scans.
+    physical T1/T2 contrast, for models that must work on real scans. `workers` processes render
+    patients in parallel; the bytes written do not depend on it.
     """
     if patients < 1:
         raise SynthError(f"--patients must be >= 1, got {patients}")
     if seed < 0:
         raise SynthError(f"--seed must be >= 0, got {seed}")
+    if workers < 1:
+        raise SynthError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
     _prepare_out(out)
     start = time.perf_counter()
-    px_area = SPACING_MM**2
+    job = _Job(out, seed, slice_plan(off_disc, randomize), randomize, dicom, PREVIEW_SLICES if preview else 0)
     counts = np.zeros(len(CLASSES), dtype=np.int64)
     rows: list[dict[str, object]] = []
     shown: list[SliceImages] = []
-    n_dicom = n_rendered = n_stenotic = 0
-    for index in range(patients):
-        p = sample_patient(seed, index)
-        rendered: dict[int, SliceImages] = {}
-        plan = slice_plan(off_disc, randomize)
-        for disc in DISCS:
-            for zone, key, tag in plan:
-                s = render_randomized_slice(p, disc, zone, key) if randomize else render_slice(p, disc, zone, key)
-                if not tag:  # DICOM studies keep the physical contrast
-                    rendered[disc] = render_slice(p, disc, zone, key) if randomize and dicom else s
-                names = _names(p.pid, disc, tag)
-                atomic_write_bytes(out / names["label"], encode_png(ids_to_mendeley(s.labels)))
-                atomic_write_bytes(out / names["T1"], encode_png(s.t1))
-                atomic_write_bytes(out / names["T2"], encode_png(s.t2))
-                px = np.bincount(s.labels.ravel(), minlength=len(CLASSES))
-                counts += px
-                ts_area = float(px[3]) * px_area
-                n_stenotic += ts_area < STENOSIS_MM2
-                lv = p.levels[disc]
-                rows.append({
-                    "patient": p.pid, "disc": disc, "zone": zone, "label_png": names["label"].as_posix(),
-                    "t1_png": names["T1"].as_posix(), "t2_png": names["T2"].as_posix(),
-                    "pixel_spacing_mm": SPACING_MM,
-                    **{f"px_{c.short}": int(px[c.id]) for c in CLASSES},
-                    **{f"area_mm2_{c.short}": f"{px[c.id] * px_area:.8f}" for c in CLASSES},
-                    "ts_area_mm2": f"{ts_area:.8f}", "stenotic": int(ts_area < STENOSIS_MM2),
-                    "herniation": int(lv.hernia is not None),
-                    "rotation_deg": f"{np.degrees(lv.frame.theta):.3f}",
-                    "snr_t1": f"{p.snr[0]:.2f}", "snr_t2": f"{p.snr[1]:.2f}",
-                })
-                if preview and not tag and len(shown) < PREVIEW_SLICES:
-                    shown.append(s)
-        n_rendered += len(DISCS) * len(plan)
-        if dicom:
-            written = write_study(out, p, rendered)
-            n_dicom += written
-            n_rendered += written - len(DISCS)
-        if progress is not None:
-            progress(index + 1, patients)
+    n_dicom = n_rendered = 0
+    with _pool(workers) as pool:
+        results = pool.imap(functools.partial(_write_patient, job), range(patients)) if pool else (
+            _write_patient(job, index) for index in range(patients))
+        for index, result in enumerate(results):
+            rows += result.rows
+            counts += result.counts
+            n_dicom += result.n_dicom
+            n_rendered += result.n_rendered
+            shown += result.shown[: PREVIEW_SLICES - len(shown)] if preview else []
+            if progress is not None:
+                progress(index + 1, patients)
     _write_truth(out / TRUTH_FILE, rows)
     share = {c.short: float(counts[c.id] / counts.sum()) for c in CLASSES}
+    n_stenotic = sum(int(row["stenotic"]) for row in rows)
     if preview:
         atomic_write_bytes(out / PREVIEW_FILE, encode_png(contact_sheet(shown)))
     record = {"generator": "edge-seg phantom", "version": GENERATOR_VERSION, "seed": seed, "patients": patients,
@@ -185,6 +228,16 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
     seconds = time.perf_counter() - start
     return SynthSummary(out, patients, len(rows), n_dicom, n_rendered, seconds, n_rendered / max(seconds, 1e-9),
                         share, n_stenotic / len(rows))
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
+    """A process pool for `workers` > 1 (fork: no re-import), else None (render in this process)."""
+    if workers == 1:
+        yield None
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield pool
 
 
 def _write_truth(path: Path, rows: list[dict[str, object]]) -> None:
