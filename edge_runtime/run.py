@@ -489,6 +489,7 @@ def run_command(
     failures = len(study.failed) + sum(len(o.failed) for o in outcomes)
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
+    info["backend_choice"] = segmenter.choice.to_dict()  # which backend ran and why (auto: measured or cached)
     timings["total"] = time.perf_counter() - started
     report = build_report(
         input_path, output, info, options.thresholds, outcomes, study.skipped, study.failed, study.excluded, timings

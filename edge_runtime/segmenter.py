@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.backends import Backend, open_backend
+from edge_runtime.backend_choice import BackendChoice, open_auto
+from edge_runtime.backends import Backend, check_threads, open_backend
 from edge_runtime.labels import NUM_CLASSES
 from edge_runtime.manifest import Manifest, ManifestError, load_verified_manifest
 from edge_runtime.preprocessing import SliceGeometry, prepare_slice, restore_labels
@@ -40,7 +41,11 @@ class Timings:
 
 
 class Segmenter:
-    """Loads a model only after its manifest checks out; then turns raw slices into masks."""
+    """Loads a model only after its manifest checks out; then turns raw slices into masks.
+
+    `backend="auto"` picks the fastest installed backend by measurement (cached per model, CPU
+    and thread count); `choice` says which one runs and why, for info and report.json.
+    """
 
     def __init__(self, model_path: Path, backend: str = "auto", threads: int | None = None, batch_size: int = 8) -> None:
         if batch_size < 1:
@@ -52,7 +57,14 @@ class Segmenter:
         if not out_shape or out_shape[-1] != NUM_CLASSES:
             raise ManifestError(f"{self.model_path}: output shape {out_shape} does not end in {NUM_CLASSES} classes")
         self.spec = self.manifest.preprocessing
-        self.backend: Backend = open_backend(self.model_path, backend, threads)
+        threads = check_threads(threads)
+        self.backend: Backend
+        self.choice: BackendChoice
+        if backend == "auto":
+            self.backend, self.choice = open_auto(self.model_path, threads, self.manifest)
+        else:
+            self.backend = open_backend(self.model_path, backend, threads, self.manifest)
+            self.choice = BackendChoice(backend, threads, backend, "explicit", f"--backend {backend} was given")
         self.batch_size = batch_size if self.backend.batch_free else 1
         self.timings = Timings(load_s=time.perf_counter() - start)
 

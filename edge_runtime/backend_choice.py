@@ -1,0 +1,282 @@
+"""`--backend auto`: time each installed backend on the model once per machine, cache the winner.
+
+Every installed backend that can load the model runs a bundled, real-looking probe slice
+(models/probe_slice.json); one whose mask disagrees with the default backend's on more than
+0.1 % of the pixels is ruled out, the others are timed round-robin (warm, batch 1). A backend
+later in the preference order wins only when it beats every earlier one by more than MARGIN, so
+when times are within noise the lighter default (ai-edge-litert for .tflite, onnxruntime for
+.onnx) keeps the job. The choice is keyed by (model sha256, CPU signature, threads, candidate
+backends and their versions) and kept in a small JSON file in the user cache folder
+(edge_runtime.user_cache), so only the first run on a machine pays for the measurement.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_runtime.backends import DISTRIBUTIONS, Backend, BackendError, candidate_backends, install_hint, open_named
+from edge_runtime.cpu import cpu_signature
+from edge_runtime.user_cache import cache_dir
+
+if TYPE_CHECKING:
+    from edge_runtime.manifest import Manifest
+
+CACHE_FILE = "backend-choice.json"
+CACHE_SCHEMA = "edge-seg-backend-choice/1"
+MAX_ENTRIES = 64
+MARGIN = 0.05  # a later backend must be more than 5 % faster than every earlier one
+MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
+WARMUP = 3
+ROUNDS = 9  # timed calls per backend, interleaved so a change in machine load hits all alike
+PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
+
+
+@dataclass
+class BackendChoice:
+    """Which backend runs a model, and why: what `edge-seg info` and report.json show."""
+
+    backend: str
+    threads: int
+    requested: str  # "auto" or the explicit backend name
+    source: str  # "explicit", "only candidate", "measured" or "cached"
+    reason: str
+    timings_ms: dict[str, float] = field(default_factory=dict)  # median warm ms per slice, batch 1
+    agreement: dict[str, float] = field(default_factory=dict)  # probe pixels equal to the default backend's
+    errors: dict[str, str] = field(default_factory=dict)  # candidates ruled out, with why
+    measured_at: str | None = None
+    cache_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackendChoice:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Measurement:
+    """What one round of probing found."""
+
+    timings_ms: dict[str, float]
+    agreement: dict[str, float]
+    errors: dict[str, str]
+
+
+# --------------------------------------------------------------------------- cache file
+
+
+def cache_path() -> Path:
+    return cache_dir() / CACHE_FILE
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(DISTRIBUTIONS[name])
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def choice_key(sha256: str, threads: int, candidates: list[str]) -> str:
+    """What a cached choice depends on; a new model, CPU, thread count or backend version re-measures."""
+    backends = ",".join(f"{name}={_version(name)}" for name in candidates)
+    return f"{sha256}|{cpu_signature()}|threads={threads}|{backends}"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, unreadable or damaged: measure again
+        return {}
+    if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+
+
+def cached_choice(sha256: str, threads: int, candidates: list[str]) -> BackendChoice | None:
+    """The cached choice for this model, machine and thread count, or None."""
+    entry = _read_cache(cache_path()).get(choice_key(sha256, threads, candidates))
+    if not isinstance(entry, dict) or entry.get("backend") not in candidates:
+        return None
+    try:
+        return BackendChoice.from_dict(entry | {"source": "cached", "cache_file": str(cache_path())})
+    except TypeError:  # an entry of another shape: measure again
+        return None
+
+
+def _store(key: str, choice: BackendChoice) -> str | None:
+    """Add the choice to the cache file; returns why it could not be written, or None."""
+    from edge_runtime.atomic import atomic_write_json
+
+    path = cache_path()
+    entries = _read_cache(path)
+    entries.pop(key, None)
+    entries[key] = {k: v for k, v in choice.to_dict().items() if k not in ("source", "cache_file")}
+    while len(entries) > MAX_ENTRIES:  # dicts keep insertion order: drop the oldest
+        entries.pop(next(iter(entries)))
+    try:
+        atomic_write_json(path, {"schema": CACHE_SCHEMA, "entries": entries})
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@lru_cache(maxsize=1)
+def _probe_image() -> np.ndarray:
+    data = json.loads(PROBE_FILE.read_text())
+    raw = zlib.decompress(base64.b64decode(data["zlib_base64"]))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(data["shape"]).astype(np.float32) / 255.0
+
+
+def probe_batch(size: int, channels: int = 1) -> np.ndarray:
+    """The probe slice as a (1, size, size, channels) model input in [0, 1]."""
+    from edge_runtime.preprocessing import resize_image
+
+    image = _probe_image()
+    if image.shape != (size, size):
+        image = np.clip(resize_image(image, (size, size)), 0.0, 1.0)
+    return np.repeat(image[None, :, :, None], channels, axis=3).astype(np.float32)
+
+
+def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS) -> Measurement:
+    """Check each backend's mask against the first one's on `batch`, then time the ones that agree.
+
+    `backends` is in preference order; the first is the reference. Times are median warm
+    milliseconds per call, timed round-robin so a change in machine load hits every backend alike.
+    """
+    errors: dict[str, str] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, backend in backends.items():
+        try:
+            for _ in range(warmup):
+                scores = backend.predict(batch)
+            masks[name] = np.asarray(scores).argmax(axis=-1)
+        except Exception as exc:  # interpreters raise RuntimeError/ValueError/their own types
+            errors[name] = f"{name} cannot run this model ({type(exc).__name__}: {exc})"
+    agreement: dict[str, float] = {}
+    if masks:
+        reference_name = next(iter(masks))
+        reference = masks[reference_name]
+        for name, mask in masks.items():
+            agreement[name] = round(float((mask == reference).mean()), 6)
+            if agreement[name] < MIN_AGREEMENT:
+                errors[name] = (
+                    f"{name} disagrees with {reference_name} on {100 * (1 - agreement[name]):.2f} % of the probe "
+                    f"slice's pixels (at most {100 * (1 - MIN_AGREEMENT):.1f} % allowed)"
+                )
+    timed = {name: backends[name] for name in masks if name not in errors}
+    times: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(rounds):
+        for name, backend in timed.items():
+            start = time.perf_counter()
+            backend.predict(batch)
+            times[name].append(time.perf_counter() - start)
+    timings = {name: round(1000.0 * float(np.median(values)), 3) for name, values in times.items()}
+    return Measurement(timings, agreement, errors)
+
+
+def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN) -> str:
+    """The first backend in preference `order` within `margin` of the fastest measured one."""
+    measured = [name for name in order if name in timings_ms]
+    if not measured:
+        raise BackendError("no backend could be measured")
+    fastest = min(timings_ms[name] for name in measured)
+    return next(name for name in measured if timings_ms[name] <= fastest * (1.0 + margin))
+
+
+def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
+    fastest = min(timings_ms, key=lambda name: timings_ms[name])
+    others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
+    text = f"measured {ROUNDS} warm runs at {threads} thread(s): {chosen} {timings_ms[chosen]:.2f} ms/slice"
+    text += f" vs {others}" if others else ""
+    if chosen == fastest:
+        return text + " (fastest)"
+    return text + f" ({fastest} is within {100 * MARGIN:.0f} %: kept {chosen}, earlier in the preference order)"
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def _input_shape(manifest: Manifest) -> tuple[int, int]:
+    shape = manifest.inputs[0].shape if manifest.inputs else []
+    if len(shape) == 4 and shape[1] and shape[3]:
+        return int(shape[1]), int(shape[3])
+    return manifest.preprocessing.input_size, 1
+
+
+def _manifest(model_path: Path, manifest: Manifest | None) -> Manifest:
+    if manifest is not None:
+        return manifest
+    from edge_runtime.manifest import ManifestError, read_manifest
+
+    try:
+        return read_manifest(model_path)
+    except ManifestError as exc:
+        raise BackendError(f"--backend auto needs the model's manifest: {exc}") from exc
+
+
+def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None) -> tuple[Backend, BackendChoice]:
+    """Open the backend `auto` picks for this model: the only candidate, the cached choice, or
+    the winner of a measurement made now (and cached)."""
+    manifest = _manifest(model_path, manifest)
+    candidates = candidate_backends(model_path)
+    if not candidates:
+        raise BackendError(f"no backend for {Path(model_path).suffix} models is installed: {install_hint(model_path)}")
+    if len(candidates) == 1:
+        name = candidates[0]
+        reason = f"{name} is the only installed backend for {Path(model_path).suffix} models"
+        return open_named(model_path, name, threads, manifest), BackendChoice(name, threads, "auto", "only candidate", reason)
+    cached = cached_choice(manifest.sha256, threads, candidates)
+    if cached is not None:
+        try:
+            return open_named(model_path, cached.backend, threads, manifest), cached
+        except BackendError:
+            pass  # the cached backend broke since: measure again
+    return measure_and_open(model_path, threads, manifest, candidates)
+
+
+def measure_and_open(
+    model_path: Path, threads: int, manifest: Manifest, candidates: list[str]
+) -> tuple[Backend, BackendChoice]:
+    """Open every candidate, probe them, keep the winner open, cache the choice."""
+    opened: dict[str, Backend] = {}
+    errors: dict[str, str] = {}
+    for name in candidates:
+        try:
+            opened[name] = open_named(model_path, name, threads, manifest)
+        except BackendError as exc:
+            errors[name] = str(exc)
+    if not opened:
+        raise BackendError("; ".join(errors.values()))
+    found = measure(opened, probe_batch(*_input_shape(manifest)))
+    errors |= found.errors
+    if not found.timings_ms:
+        raise BackendError("; ".join(errors.values()))
+    chosen = pick(found.timings_ms, candidates)
+    reason = _reason(chosen, found.timings_ms, candidates, threads)
+    if errors:
+        reason += "; ruled out: " + ", ".join(sorted(errors))
+    choice = BackendChoice(
+        chosen, threads, "auto", "measured", reason, found.timings_ms, found.agreement, errors,
+        datetime.now(UTC).isoformat(timespec="seconds"), str(cache_path()),
+    )
+    problem = _store(choice_key(manifest.sha256, threads, candidates), choice)
+    if problem is not None:
+        choice.reason += f"; not cached ({problem})"
+        choice.cache_file = None
+    return opened[chosen], choice
