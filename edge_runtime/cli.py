@@ -228,7 +228,11 @@ def run(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path("edge-seg-out"),
     model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, litert, tflite-runtime or onnxruntime.")] = "auto",
+    backend: Annotated[
+        str,
+        typer.Option(help="auto (the fastest installed backend, measured once per model, CPU and thread count, "
+                     "and cached), litert, tflite-runtime, openvino or onnxruntime."),
+    ] = "auto",
     format: Annotated[str, typer.Option(help="Comma list of outputs: png,npy,overlay,seg,report (or all).")] = (
         "png,npy,overlay,seg,report"
     ),
@@ -270,10 +274,15 @@ def run(
 def info(
     model: Annotated[Path | None, typer.Argument(help="Model file; default: the bundled model.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads for the backend choice (default: all cores).")] = None,
+    measure: Annotated[
+        bool, typer.Option(help="Time every installed backend on this model now (and cache the choice).")
+    ] = False,
 ) -> None:
-    """Show a model's manifest: format, precision, tensors, provenance, baseline metrics."""
+    """Show a model's manifest (format, precision, tensors, provenance, baseline metrics) and the backend
+    `--backend auto` runs on this machine, and why."""
     command = load_command("edge_runtime.info", "info_command")
-    raise typer.Exit(command(model=model, json_output=json_output))
+    raise typer.Exit(command(model=model, json_output=json_output, threads=threads, measure=measure))
 
 
 @bench_app.command("accuracy")

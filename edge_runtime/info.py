@@ -61,8 +61,47 @@ def manifest_table(manifest: Manifest, model_path: Path, verified: str) -> Table
     return table
 
 
-def info_command(model: Path | None = None, json_output: bool = False) -> int:
-    """Print the manifest; 0 when the model checks out, 2 when it is missing, unreadable or altered."""
+def backend_section(model_path: Path, manifest: Manifest, threads: int | None, measure: bool) -> dict[str, Any]:
+    """Installed backends for the model and what `--backend auto` runs at `threads`, and why.
+
+    Without `measure` nothing is loaded: the choice comes from the cache (or is the only
+    candidate); with it, every candidate is probed now and the cache updated.
+    """
+    from edge_runtime.backend_choice import BackendChoice, cached_choice, measure_and_open
+    from edge_runtime.backends import candidate_backends, check_threads
+
+    threads = check_threads(threads)
+    candidates = candidate_backends(model_path)
+    choice: BackendChoice | None = None
+    if len(candidates) == 1:
+        name = candidates[0]
+        choice = BackendChoice(name, threads, "auto", "only candidate", f"{name} is the only installed backend for "
+                               f"{model_path.suffix} models")
+    elif measure and candidates:
+        choice = measure_and_open(model_path, threads, manifest, candidates)[1]
+    elif candidates:
+        choice = cached_choice(manifest.sha256, threads, candidates)
+    return {"installed": candidates, "threads": threads, "auto": choice.to_dict() if choice else None}
+
+
+def _backend_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
+    installed = ", ".join(section["installed"]) or "none (pip install ai-edge-litert, 'edge-seg[openvino]' or 'edge-seg[onnx]')"
+    auto = section["auto"]
+    if auto is None:
+        text = "not measured on this machine yet: the first `edge-seg run` (or `edge-seg info --measure`) measures and caches it"
+    else:
+        text = f"{auto['backend']} ({auto['source']}): {auto['reason']}"
+    threads = section["threads"]
+    rows = [("backends installed", installed), (f"backend auto ({threads} thread{'s' if threads != 1 else ''})", text)]
+    return rows + [(f"ruled out: {name}", why) for name, why in (auto or {}).get("errors", {}).items()]
+
+
+def info_command(
+    model: Path | None = None, json_output: bool = False, threads: int | None = None, measure: bool = False
+) -> int:
+    """Print the manifest and the backend `auto` runs; 0 when the model checks out, 2 when it is
+    missing, unreadable or altered (or, with `measure`, no backend can run it)."""
+    from edge_runtime.backends import BackendError
     from edge_runtime.run import UsageError, resolve_model
 
     err = Console(stderr=True, soft_wrap=True)
@@ -77,12 +116,21 @@ def info_command(model: Path | None = None, json_output: bool = False) -> int:
         problem = None
     except ManifestError as exc:
         problem = str(exc)
+    section = None
+    if problem is None:  # never load or time a model that failed its integrity check
+        try:
+            section = backend_section(model_path, manifest, threads, measure)
+        except BackendError as exc:
+            problem = str(exc)
     if json_output:
-        data = manifest.to_dict() | {"verified": problem is None, "verification_error": problem}
+        data = manifest.to_dict() | {"verified": problem is None, "verification_error": problem, "backend": section}
         print(json.dumps(data, indent=2))
     else:
         verified = "[green]ok[/] (sha256, classes and preprocessing match)" if problem is None else f"[red]FAILED[/] {problem}"
-        Console().print(manifest_table(manifest, model_path, verified))
+        table = manifest_table(manifest, model_path, verified)
+        for field_name, value in _backend_rows(section) if section else []:
+            table.add_row(field_name, escape(value))
+        Console().print(table)
     if problem is not None:
         err.print(f"[red]error:[/] {escape(str(problem))}")
         return 2
