@@ -237,10 +237,23 @@ def run(
         "png,npy,overlay,seg,report"
     ),
     series: Annotated[
-        str | None, typer.Option(help="Pick series by description or folder substring, or by SeriesInstanceUID.")
+        str | None,
+        typer.Option(
+            help="Pick series by description or folder substring, or by SeriesInstanceUID, whatever their modality "
+            "and image type (slices in the series' main plane)."
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSON selection rules replacing the defaults {"modalities": ["MR"], "planes": ["axial"], '
+            '"exclude_image_types": ["LOCALIZER", "DERIVED", "SECONDARY"], "series": null}.'
+        ),
     ] = None,
     truth: Annotated[Path | None, typer.Option(help="Folder of label PNGs (same stems) to score Dice/IoU against.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs: afterwards the folder holds exactly this run's files.")
+    ] = False,
     ts_relative: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is relative.")] = 100.0,
     ts_absolute: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is absolute.")] = 75.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per inference call (models with a free batch).")] = 8,
@@ -248,7 +261,8 @@ def run(
 ) -> None:
     """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow).
 
-    Exit status: 0 all selected slices processed, 1 some inputs failed (the rest is written), 2 usage or model error.
+    Exit status: 0 all selected slices processed, 1 some inputs failed (the rest is written), 2 usage, model or
+    output-folder error, or the output folder is in use by another run.
     """
     command = load_command("edge_runtime.run", "run_command")
     raise typer.Exit(
@@ -260,6 +274,7 @@ def run(
             backend=backend,
             formats=format,
             series=series,
+            rules=rules,
             truth=truth,
             overwrite=overwrite,
             ts_relative_mm2=ts_relative,

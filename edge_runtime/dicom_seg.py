@@ -1,4 +1,10 @@
-"""DICOM Segmentation (SEG) output with highdicom: one multi-frame BINARY SEG per series, one segment per class.
+"""DICOM Segmentation (SEG) output with highdicom: one BINARY SEG per orientation block, one segment per class.
+
+highdicom's `Segmentation` needs identical ImageOrientationPatient, Rows/Columns, series and
+frame of reference on all single-frame sources, so an angled lumbar series (one block per disc)
+gets one SEG instance per block, all in one SEG series. Every source slice gets a frame per
+segment (`omit_empty_frames=False`): viewers that map frames by index (OHIF) never shift.
+One slice that highdicom refuses is left out of its block's SEG with the reason; the others stay.
 
 highdicom is the optional `dicom-seg` extra; it is imported only when a SEG is written, and
 `seg_unavailable_reason()` tells the caller what to install when it is missing.
@@ -9,8 +15,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +25,35 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime.atomic import atomic_path
+from edge_runtime.inputs import SliceRecord
 from edge_runtime.labels import FOREGROUND
 from edge_runtime.manifest import Manifest
 
 SEG_INSTALL_HINT = "DICOM SEG output needs highdicom: pip install 'edge-seg[dicom-seg]'"
+# What a source slice must carry to be referenced by a SEG with patient geometry.
+SEG_REQUIRED = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+)
+# Patient and study attributes highdicom copies from the first source (Type 2: may be empty).
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,30 @@ def segment_descriptions(manifest: Manifest) -> list[Any]:
     return descriptions
 
 
+def source_header(dataset: Any, orientation: Sequence[float] | None = None) -> Any:
+    """A copy of a source header as highdicom needs it; the original is not modified.
+
+    Missing Type 2 patient/study attributes are added empty (highdicom reads them directly);
+    SpacingBetweenSlices is dropped (an angled block's frames are not evenly spaced along the
+    first slice's normal); `orientation` replaces ImageOrientationPatient when given, so
+    slices of one block whose cosines differ only by rounding (within the block tolerance)
+    share the exact value highdicom compares.
+    """
+    from pydicom.dataset import Dataset
+
+    copy = Dataset()
+    copy.file_meta = getattr(dataset, "file_meta", Dataset())
+    for element in dataset:
+        if element.tag not in (0x00180088,):  # SpacingBetweenSlices
+            copy.add(element)
+    for keyword in _TYPE2_COPIED:
+        if keyword not in copy:
+            setattr(copy, keyword, "")
+    if orientation is not None:
+        copy.ImageOrientationPatient = [f"{v:.10g}"[:16] for v in orientation]
+    return copy
+
+
 def write_dicom_seg(
     path: Path,
     source_datasets: Sequence[Any],
@@ -105,36 +161,183 @@ def write_dicom_seg(
     manifest: Manifest,
     series_number: int = 9901,
     series_description: str = "edge-seg lumbar segmentation",
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
+    orientation: Sequence[float] | None = None,
 ) -> Path:
     """Write one multi-frame BINARY SEG referencing `source_datasets` (same order as `masks`).
 
-    `masks` are class-id arrays at each source image's size; empty frames are omitted by
-    highdicom and segments are numbered by class id (1 IVD, 2 PE, 3 TS, 4 AAP).
+    `masks` are class-id arrays at each source image's size; segments are numbered by class id
+    (1 IVD, 2 PE, 3 TS, 4 AAP) and every source gets one frame per segment, empty or not.
     """
+    seg = build_segmentation(source_datasets, masks, manifest, series_number, series_description, series_instance_uid,
+                             instance_number, orientation)
+    with atomic_path(Path(path)) as tmp:
+        seg.save_as(tmp)
+    return Path(path)
+
+
+def build_segmentation(
+    source_datasets: Sequence[Any],
+    masks: Sequence[np.ndarray],
+    manifest: Manifest,
+    series_number: int = 9901,
+    series_description: str = "edge-seg lumbar segmentation",
+    series_instance_uid: str | None = None,
+    instance_number: int = 1,
+    orientation: Sequence[float] | None = None,
+) -> Any:
+    """The highdicom Segmentation object (not yet written); raises what highdicom raises."""
     import highdicom as hd
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     if not source_datasets or len(source_datasets) != len(masks):
         raise ValueError(f"SEG needs one mask per source image, got {len(masks)} masks for {len(source_datasets)} images")
+    sources = [source_header(ds, orientation) for ds in source_datasets]
     stack = np.stack([np.asarray(m, dtype=np.uint8) for m in masks])
-    seg = hd.seg.Segmentation(
-        source_images=list(source_datasets),
-        pixel_array=stack,  # label map: value k -> segment k
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(manifest),
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="edge-seg",
-        manufacturer_model_name=(manifest.name or "edge-seg model")[:64],
-        software_versions=f"edge-seg {__version__}",
-        device_serial_number="0",
-        series_description=series_description[:64],
-        content_label="SEGMENTATION",
-        content_description="Lumbar spine IVD/PE/TS/AAP",
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
-    with atomic_path(Path(path)) as tmp:
-        seg.save_as(tmp)
-    return Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=stack,  # label map: value k -> segment k
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segment_descriptions(manifest),
+            series_instance_uid=series_instance_uid or generate_uid(),
+            series_number=series_number,
+            sop_instance_uid=generate_uid(),
+            instance_number=instance_number,
+            manufacturer="edge-seg",
+            manufacturer_model_name=(manifest.name or "edge-seg model")[:64],
+            software_versions=f"edge-seg {__version__}",
+            device_serial_number="0",
+            series_description=series_description[:64],
+            content_label="SEGMENTATION",
+            content_description="Lumbar spine IVD/PE/TS/AAP",
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            omit_empty_frames=False,
+        )
+
+
+# --------------------------------------------------------------------------- one series -> SEG files
+
+
+@dataclass
+class SegGroup:
+    """Slices that can share one SEG instance: one orientation block, one size, spacing and thickness."""
+
+    block: int | None
+    key: tuple[Any, ...]
+    indices: list[int] = field(default_factory=list)  # into Series.slices
+    orientation: tuple[float, ...] | None = None
+    file_name: str = ""
+
+
+@dataclass
+class SeriesSeg:
+    """What writing a series' SEGs produced: files written, and slices left out with their reasons."""
+
+    files: list[Path] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    left_out: dict[int, str] = field(default_factory=dict)  # slice index -> reason
+
+
+def seg_exclusion(record: SliceRecord) -> str | None:
+    """Why a slice cannot be referenced by a SEG (missing identity or geometry), or None."""
+    if record.seg_excluded:
+        return record.seg_excluded
+    missing = [k for k in SEG_REQUIRED if not str(record.dataset.get(k, "") or "").strip()]
+    return f"no {', '.join(missing)} in its header" if missing else None
+
+
+def plan_groups(series_name: str, slices: Sequence[SliceRecord]) -> tuple[list[SegGroup], dict[int, str]]:
+    """SEG groups of a series (file names fixed before any inference) and the slices no SEG can hold."""
+    groups: dict[tuple[Any, ...], SegGroup] = {}
+    left_out: dict[int, str] = {}
+    for index, record in enumerate(slices):
+        if record.kind != "dicom":
+            continue
+        reason = seg_exclusion(record)
+        if reason:
+            left_out[index] = reason
+            continue
+        ds = record.dataset
+        key = (
+            record.block,
+            record.shape,
+            record.pixel_spacing,
+            str(ds.get("SliceThickness", "")).strip(),
+            str(ds.get("FrameOfReferenceUID", "")),
+        )
+        group = groups.setdefault(key, SegGroup(record.block, key, orientation=record.orientation))
+        group.indices.append(index)
+    ordered = list(groups.values())
+    for number, group in enumerate(ordered, start=1):
+        group.file_name = f"{series_name}_seg.dcm" if len(ordered) == 1 else f"{series_name}_block{number}_seg.dcm"
+    return ordered, left_out
+
+
+def write_series_segs(
+    folder: Path,
+    series_name: str,
+    slices: Sequence[SliceRecord],
+    blocks_orientation: dict[int | None, tuple[float, ...] | None],
+    masks: dict[int, np.ndarray],
+    manifest: Manifest,
+    description: str,
+) -> SeriesSeg:
+    """One SEG per group into `folder`; a slice highdicom refuses is left out of its group's SEG, not the rest."""
+    from pydicom.uid import generate_uid
+
+    result = SeriesSeg()
+    groups, left_out = plan_groups(series_name, slices)
+    result.left_out.update({i: r for i, r in left_out.items() if i in masks})
+    series_uid = generate_uid()
+    for number, group in enumerate(groups, start=1):
+        indices = [i for i in group.indices if i in masks]
+        if not indices:
+            continue
+        orientation = blocks_orientation.get(group.block, group.orientation)
+        label = f"{description} block {number}/{len(groups)}" if len(groups) > 1 else description
+
+        def build(chosen: list[int], label: str = label, orientation: Any = orientation, number: int = number) -> Any:
+            return build_segmentation(
+                [slices[i].dataset for i in chosen], [masks[i] for i in chosen], manifest,
+                series_description=label, series_instance_uid=series_uid, instance_number=number, orientation=orientation,
+            )
+
+        try:
+            seg = build(indices)
+        except Exception as exc:  # highdicom validates the sources; find the slices it refuses
+            bad = _refused_alone(indices, build)
+            if not bad:
+                for i in indices:
+                    result.left_out[i] = f"DICOM SEG of its block not written ({type(exc).__name__}: {exc})"
+                continue
+            result.left_out.update(bad)
+            indices = [i for i in indices if i not in bad]
+            if not indices:
+                continue
+            try:
+                seg = build(indices)
+            except Exception as again:
+                for i in indices:
+                    result.left_out[i] = f"DICOM SEG of its block not written ({type(again).__name__}: {again})"
+                continue
+        path = folder / group.file_name
+        with atomic_path(path) as tmp:
+            seg.save_as(tmp)
+        result.files.append(path)
+        result.groups.append({"file": group.file_name, "block": group.block, "n_slices": len(indices),
+                              "stems": [slices[i].stem for i in indices]})
+    return result
+
+
+def _refused_alone(indices: list[int], build: Any) -> dict[int, str]:
+    """Slices whose single-slice SEG highdicom refuses, with its message (only tried after a group failed)."""
+    bad = {}
+    for i in indices:
+        try:
+            build([i])
+        except Exception as exc:
+            bad[i] = f"refused by the DICOM SEG writer ({type(exc).__name__}: {exc})"
+    return bad

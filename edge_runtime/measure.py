@@ -61,6 +61,7 @@ class SliceMeasurement:
     ts_grade: str | None
     ts_ap_diameter_mm: float | None
     location_mm: float | None = None
+    block: int | None = None  # orientation block (one per disc in angled lumbar series)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +82,7 @@ class DiscLevel:
     min_ts_area: float
     min_ts_stem: str
     unit: str
+    block: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,6 +156,7 @@ def measure_slice(
     thresholds: StenosisThresholds = StenosisThresholds(),
     ap_axis: int = 0,
     location_mm: float | None = None,
+    block: int | None = None,
 ) -> SliceMeasurement:
     """Per-class areas (mm2, or pixels when spacing is unknown) and the TS stenosis grade."""
     counts = class_pixel_counts(mask)
@@ -173,6 +176,7 @@ def measure_slice(
         ts_grade=grade,
         ts_ap_diameter_mm=ap_diameter_mm(mask, pixel_spacing, ap_axis) if per_pixel is not None else None,
         location_mm=location_mm,
+        block=block,
     )
 
 
@@ -180,7 +184,8 @@ def find_disc_levels(slices: Sequence[SliceMeasurement], min_fraction: float = 0
     """Runs of consecutive IVD-bearing slices; each run is one level, shown by its largest-IVD slice.
 
     A slice bears IVD when its IVD area is at least `min_fraction` of the series maximum, so
-    a few stray predicted pixels do not invent a level. Slices must be in anatomical order.
+    a few stray predicted pixels do not invent a level. Slices must be in anatomical order; a
+    run never crosses from one orientation block into the next (each block is aimed at one disc).
     """
     if not slices:
         return []
@@ -192,7 +197,7 @@ def find_disc_levels(slices: Sequence[SliceMeasurement], min_fraction: float = 0
     for measurement, has_disc in zip(slices, bearing, strict=True):
         if not has_disc:
             continue
-        if runs and runs[-1][-1].index == measurement.index - 1:
+        if runs and runs[-1][-1].index == measurement.index - 1 and runs[-1][-1].block == measurement.block:
             runs[-1].append(measurement)
         else:
             runs.append([measurement])
@@ -214,6 +219,7 @@ def find_disc_levels(slices: Sequence[SliceMeasurement], min_fraction: float = 0
                 min_ts_area=narrowest.ts_area,
                 min_ts_stem=narrowest.stem,
                 unit=disc.unit,
+                block=disc.block,
             )
         )
     return levels
@@ -225,13 +231,23 @@ def measure_series(
     stems: Sequence[str],
     thresholds: StenosisThresholds = StenosisThresholds(),
     locations: Sequence[float | None] | None = None,
-    ap_axis: int = 0,
+    ap_axis: int | Sequence[int] = 0,
+    blocks: Sequence[int | None] | None = None,
 ) -> SeriesMeasurement:
-    """Measure every slice that has a mask (None = failed slice, left out) and find disc levels."""
-    locations = locations if locations is not None else [None] * len(masks)
+    """Measure every slice that has a mask (None = failed slice, left out) and find disc levels.
+
+    `ap_axis` is one image axis for all slices or one per slice (angled blocks can differ);
+    `blocks` gives each slice's orientation block, so a disc level never spans two blocks.
+    """
+    n = len(masks)
+    locations = locations if locations is not None else [None] * n
+    axes = [ap_axis] * n if isinstance(ap_axis, int) else list(ap_axis)
+    block_ids = list(blocks) if blocks is not None else [None] * n
     measured = [
-        measure_slice(mask, spacing, index, stem, thresholds, ap_axis, location)
-        for index, (mask, spacing, stem, location) in enumerate(zip(masks, spacings, stems, locations, strict=True))
+        measure_slice(mask, spacing, index, stem, thresholds, axis, location, block)
+        for index, (mask, spacing, stem, location, axis, block) in enumerate(
+            zip(masks, spacings, stems, locations, axes, block_ids, strict=True)
+        )
         if mask is not None
     ]
     units = {m.unit for m in measured}

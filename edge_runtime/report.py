@@ -1,4 +1,8 @@
-"""Run reports: report.json (everything), report.csv (one row per slice or problem file), summary.json."""
+"""Run reports: report.json (everything), report.csv (one row per slice or left-out file), summary.json.
+
+Every input file appears in report.json exactly where it ended: a slice of a series (ok or
+failed), `excluded` (left out by the selection rules), `skipped` (not a target) or `failed`.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.atomic import atomic_write_text
-from edge_runtime.dicom_io import InputIssue, Series
+from edge_runtime.inputs import InputIssue, Series, Study, display_path
 from edge_runtime.labels import FOREGROUND
 from edge_runtime.manifest import Manifest
 from edge_runtime.measure import SeriesMeasurement, StenosisThresholds
 
-REPORT_SCHEMA = "edge-seg-report/1"
-SUMMARY_SCHEMA = "edge-seg-run-summary/1"
+REPORT_SCHEMA = "edge-seg-report/2"
+SUMMARY_SCHEMA = "edge-seg-run-summary/2"
 CSV_COLUMNS = (
     "series",
     "slice_index",
@@ -32,6 +36,7 @@ CSV_COLUMNS = (
     "ts_grade",
     "ts_ap_diameter_mm",
     "location_mm",
+    "block",
     "disc_level",
     "inference_ms",
 )
@@ -80,9 +85,11 @@ def _series_entry(outcome: SeriesOutcome) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "index": index,
             "stem": record.stem,
-            "source": str(record.path),
+            "source": display_path(record.path),
             "sop_instance_uid": record.sop_instance_uid,
             "location_mm": record.location,
+            "block": record.block,
+            "plane": record.plane,
             "pixel_spacing_mm": list(record.pixel_spacing) if record.pixel_spacing else None,
         }
         if index in measured:
@@ -105,6 +112,8 @@ def _series_entry(outcome: SeriesOutcome) -> dict[str, Any]:
         slices.append(entry)
     return {
         **series.summary(),
+        "blocks": [block.summary(series) for block in series.blocks],
+        "excluded_slices": [issue.to_dict() for issue in series.excluded_slices],
         "series_number": series.series_number,
         "n_segmented": outcome.n_segmented,
         "n_failed": len(outcome.failed),
@@ -125,31 +134,36 @@ def _series_entry(outcome: SeriesOutcome) -> dict[str, Any]:
 
 
 def build_report(
-    input_path: Path,
+    study: Study,
     output: Path,
     model: dict[str, Any],
     thresholds: StenosisThresholds,
     outcomes: list[SeriesOutcome],
-    skipped: list[InputIssue],
-    failed: list[InputIssue],
-    excluded: list[tuple[Series, str]],
     timings: dict[str, float],
+    rules: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The full machine-readable record of one run."""
+    failed = study.failed + [f for o in outcomes for f in o.failed]
+    excluded = [{"series": name} | issue.to_dict() for name, issue in study.excluded_files]
     return {
         "schema": REPORT_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "edge_seg_version": __version__,
         "host": {"machine": platform.machine(), "python": platform.python_version()},
-        "input": str(input_path),
-        "output": str(output),
+        "input": display_path(study.input),
+        "output": display_path(output),
         "model": model,
+        "selection_rules": rules,
+        "n_input_files": study.n_files,
         "stenosis_thresholds_mm2": asdict(thresholds),
         "label_png_values": {c.short: c.mendeley_value for c in FOREGROUND} | {"background": 250},
         "series": [_series_entry(o) for o in outcomes],
-        "excluded_series": [s.summary() | {"reason": reason} for s, reason in excluded],
-        "skipped": [issue.to_dict() for issue in skipped],
-        "failed": [issue.to_dict() for issue in failed + [f for o in outcomes for f in o.failed]],
+        "excluded_series": [s.summary() | {"reason": reason} for s, reason in study.excluded],
+        "excluded": excluded,
+        "skipped": [issue.to_dict() for issue in study.skipped],
+        "failed": [issue.to_dict() for issue in failed],
+        "notes": list(notes or []),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
 
@@ -171,6 +185,7 @@ def report_csv(report: dict[str, Any]) -> str:
                 "status": entry["status"],
                 "reason": entry.get("reason", entry.get("flag", "")),
                 "location_mm": _fmt(entry.get("location_mm")),
+                "block": _fmt(entry.get("block")),
             }
             if "areas" in entry:
                 row |= {c.short: _fmt(entry["areas"][c.short]) for c in FOREGROUND}
@@ -182,6 +197,8 @@ def report_csv(report: dict[str, Any]) -> str:
                     "inference_ms": _fmt(entry["inference_ms"]),
                 }
             writer.writerow(row)
+    for issue in report["excluded"]:
+        writer.writerow({"series": issue["series"], "source": issue["path"], "status": "excluded", "reason": issue["reason"]})
     for status in ("failed", "skipped"):
         for issue in report[status]:
             if issue["path"] not in in_series:
@@ -200,12 +217,18 @@ def _fmt(value: Any) -> str:
 def write_report(output: Path, report: dict[str, Any]) -> list[Path]:
     """Write report.json and report.csv atomically into `output`."""
     json_path, csv_path = output / "report.json", output / "report.csv"
-    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(json_path, report_json(report))
     atomic_write_text(csv_path, report_csv(report))
     return [json_path, csv_path]
 
 
-def build_summary(report: dict[str, Any], exit_code: int, written: list[str]) -> dict[str, Any]:
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2) + "\n"
+
+
+def build_summary(
+    report: dict[str, Any], exit_code: int, written: list[str], relative: list[str] | None = None
+) -> dict[str, Any]:
     """Small machine-readable outcome of a run (what a script or PACS router checks)."""
     series = report["series"]
     return {
@@ -219,12 +242,14 @@ def build_summary(report: dict[str, Any], exit_code: int, written: list[str]) ->
         "n_slices_segmented": sum(s["n_segmented"] for s in series),
         "n_failed": len(report["failed"]),
         "n_skipped": len(report["skipped"]),
+        "n_excluded": len(report["excluded"]),
         "series": [
             {
                 "name": s["name"],
                 "uid": s["uid"],
                 "n_slices": s["n_slices"],
                 "n_segmented": s["n_segmented"],
+                "n_blocks": s["n_blocks"],
                 "worst_ts_grade": s["worst_ts_grade"],
                 "levels": [
                     {"level": lv["number"], "disc_stem": lv["disc_stem"], "ts_area": lv["ts_area"], "ts_grade": lv["ts_grade"]}
@@ -236,6 +261,9 @@ def build_summary(report: dict[str, Any], exit_code: int, written: list[str]) ->
         ],
         "failed": report["failed"],
         "skipped": report["skipped"],
+        "excluded": report["excluded"],
+        "notes": report["notes"],
         "timings_s": report["timings_s"],
         "files": written,
+        "relative_files": relative if relative is not None else [],
     }

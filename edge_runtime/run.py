@@ -1,25 +1,32 @@
 """`edge-seg run`: a study folder in, masks, overlays, measurements, DICOM SEG and reports out.
 
 Output layout (OUTPUT is never inside INPUT; names follow the input series folder and slice stem):
-    OUTPUT/summary.json                          outcome, counts, timings, files (always written)
-    OUTPUT/report.json, OUTPUT/report.csv        per slice and class areas, TS grade, disc levels,
-                                                 model/backend/threads/timings, skipped and failed inputs
+    OUTPUT/summary.json                          outcome, counts, timings, files (written last)
+    OUTPUT/report.json, OUTPUT/report.csv        per slice and class areas, TS grade, disc levels, orientation
+                                                 blocks, model/backend/threads/timings, every excluded,
+                                                 skipped and failed input with its reason
     OUTPUT/<series>/labels/<stem>.png            label mask in Mendeley values (50 IVD, 100 PE,
                                                  150 TS, 200 AAP, 250 background)
     OUTPUT/<series>/<series>_labels.npy          (N, H, W) uint8 class ids of the segmented slices
     OUTPUT/<series>/overlays/<stem>.png          slice with class colours and a legend with areas
     OUTPUT/<series>/<series>_contact_sheet.png   all overlays of the series
-    OUTPUT/<series>/<series>_seg.dcm             DICOM SEG (needs highdicom: the dicom-seg extra)
+    OUTPUT/<series>/<series>_seg.dcm             DICOM SEG (needs highdicom: the dicom-seg extra);
+                                                 <series>_block<k>_seg.dcm, one per orientation block,
+                                                 when the series has angled blocks
 
 Exit status: 0 every selected slice was segmented and written; 1 some inputs failed (the rest
-is still written); 2 usage or model error (nothing written).
+is written); 2 usage, model or output-folder error, or the folder is locked by another run
+(nothing written); 128+N when stopped by signal N (nothing written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,27 +34,44 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from edge_runtime.atomic import atomic_path, atomic_write_text
 from edge_runtime.backends import BackendError
-from edge_runtime.dicom_io import InputIssue, Series, SliceDecodeError, Study, discover, load_pixels
-from edge_runtime.labels import FOREGROUND, mendeley_to_ids
+from edge_runtime.console import err, print_summary
+from edge_runtime.decode import load_pixels
+from edge_runtime.discovery import discover
+from edge_runtime.geometry import ap_axis
+from edge_runtime.inputs import InputIssue, Series, SliceDecodeError, Study, display_path
 from edge_runtime.manifest import ManifestError
 from edge_runtime.measure import StenosisThresholds, measure_series
+from edge_runtime.outputs import (
+    OUTPUT_FORMATS,
+    REPORT_NAMES,
+    SUMMARY_NAME,
+    OutputError,
+    OutputFormat,
+    RunOutputs,
+    holder_info,
+)
 from edge_runtime.progress import progress_bar
-from edge_runtime.render import add_legend, contact_sheet, label_image, overlay_image
-from edge_runtime.report import SeriesOutcome, build_report, build_summary, model_info, write_report
+from edge_runtime.report import SeriesOutcome, build_report, build_summary, model_info, report_csv, report_json
 from edge_runtime.segmenter import Segmenter
+from edge_runtime.selection import RulesError, SelectionRules
+from edge_runtime.truth import score_series, truth_index
+from edge_runtime.writers import SERIES_WRITERS, SeriesResult
 
-OUTPUT_FORMATS = ("png", "npy", "overlay", "seg", "report")
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
-
-err = Console(stderr=True, soft_wrap=True)
 
 
 class UsageError(ValueError):
     """Bad command-line values: exit status 2."""
+
+
+class RunInterrupted(Exception):
+    """SIGTERM/SIGHUP arrived: stop, drop the staged files, release the lock."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 @dataclass
@@ -61,7 +85,7 @@ class RunOptions:
     thresholds: StenosisThresholds
     overwrite: bool
     truth: Path | None
-    written: list[str] = field(default_factory=list)
+    rules: SelectionRules = field(default_factory=SelectionRules)
     stage_s: dict[str, float] = field(default_factory=dict)  # wall time of run stages outside the segmenter
 
     def clock(self, stage: str, since: float) -> float:
@@ -86,7 +110,7 @@ def resolve_model(model: Path | None) -> Path:
     """The given model, or the bundled default; a clear usage error when neither exists."""
     if model is not None:
         if not Path(model).is_file():
-            raise UsageError(f"model file {model} not found")
+            raise UsageError(f"model file {display_path(model)} not found")
         return Path(model)
     if DEFAULT_MODEL.is_file():
         return DEFAULT_MODEL
@@ -96,130 +120,42 @@ def resolve_model(model: Path | None) -> Path:
     )
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or path.is_relative_to(folder)
-
-
 def planned_outputs(options: RunOptions, selected: list[Series]) -> list[Path]:
-    """Every file this run will write, to refuse overwriting and writing inside INPUT up front."""
-    paths = [options.output / "summary.json"]
-    if "report" in options.formats:
-        paths += [options.output / "report.json", options.output / "report.csv"]
+    """Every file this run may write: refused up front when it exists (without --overwrite) or lands in INPUT."""
+    paths = [options.output / SUMMARY_NAME]
+    if OutputFormat.REPORT in options.formats:
+        paths += [options.output / name for name in REPORT_NAMES]
     for series in selected:
-        folder = options.output / series.name
-        for record in series.slices:
-            if "png" in options.formats:
-                paths.append(folder / "labels" / f"{record.stem}.png")
-            if "overlay" in options.formats:
-                paths.append(folder / "overlays" / f"{record.stem}.png")
-        if "npy" in options.formats:
-            paths.append(folder / f"{series.name}_labels.npy")
-        if "overlay" in options.formats:
-            paths.append(folder / f"{series.name}_contact_sheet.png")
-        if "seg" in options.formats and series.kind == "dicom":
-            paths.append(folder / f"{series.name}_seg.dcm")
+        for name, writer in SERIES_WRITERS.items():
+            if name in options.formats:
+                paths += writer.planned(series, options.output / series.name)
     return paths
 
 
-def _check_paths(options: RunOptions, selected: list[Series]) -> None:
-    if options.input.is_dir() and _inside(options.output, options.input):
-        raise UsageError(f"output {options.output} is inside the input {options.input}; choose a folder outside it")
-    planned = planned_outputs(options, selected)
-    if options.input.is_dir():
-        clash = [p for p in planned if _inside(p, options.input)]
-        if clash:
-            raise UsageError(f"output file {clash[0]} would land inside the input {options.input}; choose another -o")
-    if not options.overwrite:
-        existing = [p for p in planned if p.exists()]
-        if existing:
-            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-            raise UsageError(f"output {existing[0]}{more} already exists; use --overwrite to replace")
-    if options.output.exists() and not options.output.is_dir():
-        raise UsageError(f"output {options.output} exists and is not a folder")
+def _needed_bytes(selected: list[Series], formats: tuple[str, ...]) -> int:
+    """A generous estimate of what the run writes: the free-space check before inference."""
+    pixels = sum((r.shape[0] * r.shape[1]) if r.shape else 512 * 512 for s in selected for r in s.slices)
+    per_pixel = 0.5 * ("png" in formats) + 4 * ("overlay" in formats) + 1 * ("npy" in formats) + 0.6 * ("seg" in formats)
+    return int(pixels * per_pixel) + (1 << 20)
 
 
-# --------------------------------------------------------------------------- writing
+def _load_model(options: RunOptions, backend: str, threads: int | None, batch_size: int) -> Segmenter:
+    try:
+        return Segmenter(options.model, backend=backend, threads=threads, batch_size=batch_size)
+    except (ManifestError, BackendError, ValueError):
+        raise
+    except Exception as exc:  # a hostile manifest or model file: name it, exit 2, no traceback
+        raise ManifestError(f"{display_path(options.model)}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
 
 
-def _save_png(image: Any, path: Path, options: RunOptions) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)  # fast zlib: 5-10x quicker, files ~20% larger
-    options.written.append(str(path))
+# --------------------------------------------------------------------------- one series
 
 
-def _save_npy(array: np.ndarray, path: Path, options: RunOptions) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array)
-    options.written.append(str(path))
-
-
-_MENDELEY_PREFIX = re.compile(r"^(T1|T2|L1)_")
-
-
-def _truth_index(truth: Path | None) -> dict[str, list[Path]]:
-    """Label PNGs by stem, and by Mendeley key (L1_0001_D3 -> 0001_D3, so T2_0001_D3 finds it)."""
-    if truth is None:
-        return {}
-    index: dict[str, list[Path]] = {}
-    for path in sorted(truth.rglob("*.png")) if truth.is_dir() else [truth]:
-        index.setdefault(path.stem, []).append(path)
-        key = _MENDELEY_PREFIX.sub("", path.stem)
-        if key != path.stem:
-            index.setdefault(f"mendeley:{key}", []).append(path)
-    return index
-
-
-def _truth_for(series: Series, stem: str, index: dict[str, list[Path]]) -> Path | None:
-    candidates = index.get(stem) or index.get(f"mendeley:{_MENDELEY_PREFIX.sub('', stem)}", [])
-    if len(candidates) > 1:
-        preferred = [p for p in candidates if p.parent.name in (f"{series.folder.name}_labels", series.folder.name)]
-        candidates = preferred or candidates
-    return candidates[0] if candidates else None
-
-
-def _score(series: Series, masks: dict[int, np.ndarray], index: dict[str, list[Path]], outcome: SeriesOutcome) -> None:
-    """Dice/IoU of this series' masks against label PNGs with matching stems."""
-    from PIL import Image
-
-    from edge_runtime.metrics import segmentation_scores
-
-    preds, truths, missing = [], [], []
-    for i, record in enumerate(series.slices):
-        if i not in masks:
-            continue
-        path = _truth_for(series, record.stem, index)
-        if path is None:
-            missing.append(record.stem)
-            continue
-        try:
-            with Image.open(path) as image:
-                truth = mendeley_to_ids(np.asarray(image), source=str(path))
-        except (OSError, ValueError) as exc:
-            outcome.notes.append(f"truth {path}: {exc}")
-            continue
-        if truth.shape != masks[i].shape:
-            outcome.notes.append(f"truth {path}: shape {truth.shape} != slice {masks[i].shape}")
-            continue
-        preds.append(masks[i])
-        truths.append(truth)
-    if missing:
-        outcome.notes.append(f"no truth label PNG for {len(missing)} slice(s), e.g. {missing[0]}")
-    if not preds:
-        return
-    scores = segmentation_scores(np.stack(preds), np.stack(truths))
-    outcome.scores = {"n_slices": len(preds)} | scores.to_dict()
-
-
-def _process_series(
-    series: Series, segmenter: Segmenter, options: RunOptions, advance: Any, truth_index: dict[str, list[Path]]
-) -> SeriesOutcome:
-    start = time.perf_counter()
-    outcome = SeriesOutcome(series=series)
-    folder = options.output / series.name
-    masks: dict[int, np.ndarray] = {}
-    images: dict[int, np.ndarray] = {}
-    overlays = []
+def _segment(
+    series: Series, segmenter: Segmenter, options: RunOptions, result: SeriesResult, advance: Callable[[int], None]
+) -> None:
+    """Decode and segment every slice in batches; a slice that fails costs that slice only."""
+    outcome = result.outcome
     batch = max(1, segmenter.batch_size)
     for offset in range(0, len(series.slices), batch):
         chunk = list(range(offset, min(offset + batch, len(series.slices))))
@@ -235,179 +171,77 @@ def _process_series(
                 pixels.append(None)
                 outcome.failed_indices[i] = f"cannot read slice ({type(exc).__name__}: {exc})"
         options.clock("decode", tick)
-        for i, image, result in zip(chunk, pixels, segmenter.segment(pixels), strict=True):
+        for i, image, found in zip(chunk, pixels, segmenter.segment(pixels), strict=True):
             if image is None:
                 continue
-            if result.mask is None:
-                outcome.failed_indices[i] = result.error or "segmentation failed"
+            if found.mask is None:
+                outcome.failed_indices[i] = found.error or "segmentation failed"
                 continue
-            masks[i], images[i] = result.mask, image
-            outcome.inference_ms[i] = 1000.0 * result.inference_s
+            result.masks[i], result.images[i] = found.mask, image
+            outcome.inference_ms[i] = 1000.0 * found.inference_s
         advance(len(chunk))
+
+
+def process_series(
+    series: Series,
+    segmenter: Segmenter,
+    options: RunOptions,
+    outputs: RunOutputs,
+    advance: Callable[[int], None],
+    truth: dict[str, list[Path]],
+) -> SeriesOutcome:
+    """Segment, measure, then hand the result to each requested writer; failures stay per slice or per file."""
+    start = time.perf_counter()
+    outcome = SeriesOutcome(series=series)
+    result = SeriesResult(series, options.output / series.name, outcome, segmenter.manifest)
+    _segment(series, segmenter, options, result, advance)
     tick = time.perf_counter()
-    measurement = measure_series(
-        [masks.get(i) for i in range(len(series.slices))],
+    outcome.measurement = measure_series(
+        [result.masks.get(i) for i in range(len(series.slices))],
         [r.pixel_spacing for r in series.slices],
         [r.stem for r in series.slices],
         options.thresholds,
         [r.location for r in series.slices],
-        _ap_axis(series),
+        [ap_axis(r.orientation) for r in series.slices],
+        [r.block for r in series.slices],
     )
-    outcome.measurement = measurement
     tick = options.clock("measure", tick)
-    by_index = {m.index: m for m in measurement.slices}
-    for i in sorted(masks):
-        record = series.slices[i]
-        try:
-            if "png" in options.formats:
-                _save_png(label_image(masks[i]), folder / "labels" / f"{record.stem}.png", options)
-            if "overlay" in options.formats:
-                m = by_index[i]
-                picture = overlay_image(images[i], masks[i], legend=False)
-                title = f"{series.name}/{record.stem}"
-                _save_png(add_legend(picture, m.areas, m.unit, title), folder / "overlays" / f"{record.stem}.png", options)
-                grade = f" {m.ts_grade}" if m.ts_grade else ""
-                overlays.append((picture, f"{record.stem} TS {m.ts_area:.0f}{grade}"))
-        except Exception as exc:  # disk full, permissions, a rendering problem: this slice only
-            outcome.failed_indices[i] = f"writing outputs failed ({type(exc).__name__}: {exc})"
+    for name, writer in SERIES_WRITERS.items():
+        if name in options.formats:
+            writer.write(result, outputs)
+            tick = options.clock("dicom_seg" if name == OutputFormat.SEG else "outputs", tick)
+    named = {issue.path for issue in outcome.failed}
     for i, reason in sorted(outcome.failed_indices.items()):
-        outcome.failed.append(InputIssue(series.slices[i].path, reason))
-    _write_series_files(series, masks, overlays, segmenter, options, outcome, tick)
-    if truth_index:
+        if series.slices[i].path not in named:
+            outcome.failed.append(InputIssue(series.slices[i].path, reason))
+    if truth:
         tick = time.perf_counter()
-        _score(series, masks, truth_index, outcome)
+        score_series(series, result.masks, truth, outcome)
         options.clock("truth", tick)
-    outcome.outputs["folder"] = str(folder)
+    outcome.outputs["folder"] = str(result.folder)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _write_series_files(
-    series: Series,
-    masks: dict[int, np.ndarray],
-    overlays: list[tuple[Any, str]],
-    segmenter: Segmenter,
-    options: RunOptions,
-    outcome: SeriesOutcome,
-    tick: float,
-) -> None:
-    folder = options.output / series.name
-    order = sorted(masks)
-    if not order:
-        return
-    try:
-        if "npy" in options.formats:
-            shapes = {masks[i].shape for i in order}
-            if len(shapes) == 1:
-                path = folder / f"{series.name}_labels.npy"
-                _save_npy(np.stack([masks[i] for i in order]), path, options)
-                outcome.outputs["npy"] = str(path)
-                outcome.outputs["npy_stems"] = [series.slices[i].stem for i in order]
-            else:
-                outcome.notes.append(f"npy stack not written: slices differ in size {sorted(shapes)}")
-        if "overlay" in options.formats and overlays:
-            path = folder / f"{series.name}_contact_sheet.png"
-            title = f"{series.name}: {len(order)} slices, {series.description}"[:80]
-            _save_png(contact_sheet([o for o, _ in overlays], [c for _, c in overlays], title=title), path, options)
-            outcome.outputs["contact_sheet"] = str(path)
-        if "png" in options.formats:
-            outcome.outputs["labels"] = str(folder / "labels")
-        if "overlay" in options.formats:
-            outcome.outputs["overlays"] = str(folder / "overlays")
-    except Exception as exc:  # disk full, permissions, mismatched slices: reported, the run goes on
-        outcome.failed.append(InputIssue(folder, f"writing series outputs failed ({type(exc).__name__}: {exc})"))
-    tick = options.clock("outputs", tick)
-    if "seg" in options.formats:
-        _write_seg(series, masks, segmenter, options, outcome)
-        options.clock("dicom_seg", tick)
-
-
-def _write_seg(
-    series: Series, masks: dict[int, np.ndarray], segmenter: Segmenter, options: RunOptions, outcome: SeriesOutcome
-) -> None:
-    from edge_runtime.dicom_seg import seg_unavailable_reason, write_dicom_seg
-
-    if series.kind != "dicom":
-        outcome.notes.append("DICOM SEG not written: the input slices are not DICOM")
-        return
-    reason = seg_unavailable_reason()
-    if reason:
-        outcome.notes.append(reason)
-        return
-    order = sorted(masks)
-    path = options.output / series.name / f"{series.name}_seg.dcm"
-    try:
-        write_dicom_seg(
-            path,
-            [series.slices[i].dataset for i in order],
-            [masks[i] for i in order],
-            segmenter.manifest,
-            series_description=f"edge-seg {series.description}".strip(),
-        )
-    except Exception as exc:  # highdicom validates the sources and raises ValueError/AttributeError/...
-        outcome.failed.append(InputIssue(series.folder, f"DICOM SEG not written ({type(exc).__name__}: {exc})"))
-        return
-    options.written.append(str(path))
-    outcome.outputs["seg"] = str(path)
-
-
-def _ap_axis(series: Series) -> int:
-    """Image axis along anterior-posterior: rows (0) unless the row direction runs along patient y."""
-    orientation = series.slices[0].orientation if series.slices else None
-    if orientation is None:
-        return 0
-    return 0 if abs(orientation[4]) >= abs(orientation[1]) else 1
-
-
-# --------------------------------------------------------------------------- console output
-
-
-def _print_summary(report: dict[str, Any], console: Console) -> None:
-    table = Table(title="edge-seg run", title_justify="left")
-    table.add_column("series", no_wrap=True)
-    for column in ("slices", "failed", "min TS", "worst grade", "disc levels (TS at disc)", "time s"):
-        table.add_column(column, justify="right" if column in ("slices", "failed", "min TS", "time s") else "left")
-    for s in report["series"]:
-        ok = [e for e in s["slices"] if e["status"] == "ok"]
-        unit = s["area_unit"] or ""
-        min_ts = min((e["ts_area"] for e in ok if e["pixel_counts"]["TS"] > 0), default=None)
-        levels = "; ".join(
-            f"{lv['number']}: {lv['ts_area']:.0f}{' ' + lv['ts_grade'] if lv['ts_grade'] else ''}" for lv in s["levels"]
-        )
-        table.add_row(
-            s["name"],
-            f"{s['n_segmented']}/{s['n_slices']}",
-            str(s["n_failed"]),
-            f"{min_ts:.0f} {unit}" if min_ts is not None else "-",
-            s["worst_ts_grade"] or "-",
-            levels or "-",
-            f"{s['seconds']:.2f}",
-        )
-    console.print(table)
-    for s in report["series"]:
-        if s["scores"]:
-            per = s["scores"]["per_class"]
-            dice = "  ".join(f"{c.short} {per[c.short]['dice']:.3f}" for c in FOREGROUND)
-            console.print(
-                f"truth {s['name']} ({s['scores']['n_slices']} slices): Dice {dice}  "
-                f"mean Dice {s['scores']['mean_dice']:.3f}  mean IoU {s['scores']['mean_iou']:.3f}"
-            )
-        for note in s["notes"]:
-            err.print(f"[yellow]note[/] {escape(s['name'])}: {escape(note)}")
-    t = report["timings_s"]
-    console.print(
-        f"model {report['model']['name'] or Path(report['model']['file']).name} ({report['model']['precision']}, "
-        f"{report['model']['backend']}, {report['model']['threads']} threads): "
-        f"{t.get('inference_ms_per_slice', 0):.1f} ms/slice inference, total {t.get('total', 0):.2f} s"
-    )
-    for status, colour in (("failed", "red"), ("skipped", "yellow")):
-        for issue in report[status][:20]:
-            err.print(f"[{colour}]{status}[/] {escape(str(issue['path']))}: {escape(issue['reason'])}")
-        if len(report[status]) > 20:
-            err.print(f"[{colour}]{status}[/] ... and {len(report[status]) - 20} more (see report.json)")
-
-
 # --------------------------------------------------------------------------- entry point
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into RunInterrupted (main thread only), so staged files are removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_command(
@@ -424,6 +258,7 @@ def run_command(
     ts_absolute_mm2: float = 75.0,
     json_output: bool = False,
     batch_size: int = 8,
+    rules: Path | None = None,
 ) -> int:
     """Segment every selected series under `input` into `output`; returns the exit status."""
     started = time.perf_counter()
@@ -431,9 +266,12 @@ def run_command(
     try:
         input_path, output = Path(input), Path(output)
         if not input_path.exists():
-            raise UsageError(f"input {input_path} does not exist")
+            raise UsageError(f"input {display_path(input_path)} does not exist")
         if truth is not None and not Path(truth).exists():
-            raise UsageError(f"truth folder {truth} does not exist")
+            raise UsageError(f"truth folder {display_path(truth)} does not exist")
+        if threads is not None and threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        base_rules = SelectionRules.load(rules) if rules is not None else None
         options = RunOptions(
             input=input_path,
             output=output,
@@ -443,26 +281,50 @@ def run_command(
             overwrite=overwrite,
             truth=Path(truth) if truth is not None else None,
         )
-        if threads is not None and threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {threads}")
-        segmenter = Segmenter(options.model, backend=backend, threads=threads, batch_size=batch_size)
+        outputs = RunOutputs(output, input_path, overwrite)
+        outputs.check_location()
+        segmenter = _load_model(options, backend, threads, batch_size)
+        if base_rules is not None:
+            options.rules = base_rules.with_series(series)
+        elif series is not None:
+            options.rules = SelectionRules.for_series(series)
         t0 = time.perf_counter()
-        study = discover(input_path, series)
+        study = discover(input_path, rules=options.rules)
         timings["discovery"] = time.perf_counter() - t0
         _check_selection(study, series)
-        _check_paths(options, study.selected)
-    except (UsageError, ManifestError, BackendError, ValueError) as exc:
+        outputs.open(planned_outputs(options, study.selected), _needed_bytes(study.selected, options.formats),
+                     holder_info(input_path))
+    except (UsageError, ManifestError, BackendError, RulesError, OutputError, ValueError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    if "seg" in options.formats and any(s.kind == "dicom" for s in study.selected):
+    try:
+        with _interruptible():
+            return _run(study, segmenter, options, outputs, timings, started, json_output)
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        err.print(f"[red]error:[/] {escape(str(exc) or 'interrupted')}; nothing written, staged files removed")
+        return 128 + int(signum)
+    finally:
+        outputs.close()
+
+
+def _run(
+    study: Study,
+    segmenter: Segmenter,
+    options: RunOptions,
+    outputs: RunOutputs,
+    timings: dict[str, float],
+    started: float,
+    json_output: bool,
+) -> int:
+    if OutputFormat.SEG in options.formats and any(s.kind == "dicom" for s in study.selected):
         from edge_runtime.dicom_seg import import_in_background, seg_unavailable_reason
 
         if seg_unavailable_reason() is None:
             import_in_background()
-    total_slices = sum(len(s.slices) for s in study.selected)
-    truth_index = _truth_index(options.truth)
+    truth = truth_index(options.truth)
     outcomes = []
-    with progress_bar("segmenting", total=total_slices) as update:
+    with progress_bar("segmenting", total=sum(len(s.slices) for s in study.selected)) as update:
         done = 0
 
         def advance(n: int) -> None:
@@ -472,7 +334,9 @@ def run_command(
 
         for selected in study.selected:
             try:
-                outcomes.append(_process_series(selected, segmenter, options, advance, truth_index))
+                outcomes.append(process_series(selected, segmenter, options, outputs, advance, truth))
+            except (KeyboardInterrupt, RunInterrupted):
+                raise
             except Exception as exc:  # never let one series stop the others; report it as failed
                 broken = SeriesOutcome(series=selected)
                 broken.failed.append(InputIssue(selected.folder, f"series failed ({type(exc).__name__}: {exc})"))
@@ -489,24 +353,28 @@ def run_command(
     failures = len(study.failed) + sum(len(o.failed) for o in outcomes)
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
-    info["backend_choice"] = segmenter.choice.to_dict()  # which backend ran and why (auto: measured or cached)
+    notes = [f"removed the staging files of an interrupted run: {name}" for name in outputs.swept]
+    reports = REPORT_NAMES if OutputFormat.REPORT in options.formats else ()
+    stale = outputs.stale_entries(reports)
+    notes += [f"--overwrite: removed {name}, written by the previous run, not by this one" for name in stale]
     timings["total"] = time.perf_counter() - started
-    report = build_report(
-        input_path, output, info, options.thresholds, outcomes, study.skipped, study.failed, study.excluded, timings
-    )
+    report = build_report(study, options.output, info, options.thresholds, outcomes, timings, options.rules.to_dict(), notes)
     try:
-        if "report" in options.formats:
-            options.written += [str(p) for p in write_report(output, report)]
-        summary = build_summary(report, exit_code, options.written)
-        atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if OutputFormat.REPORT in options.formats:
+            outputs.write_text(options.output / REPORT_NAMES[0], report_json(report))
+            outputs.write_text(options.output / REPORT_NAMES[1], report_csv(report))
+        relative = [str(p) for p in outputs.written] + [SUMMARY_NAME]
+        final = [*outputs.final_paths(), display_path(options.output / SUMMARY_NAME)]
+        summary = build_summary(report, exit_code, final, relative)
+        outputs.commit(json.dumps(summary, indent=2) + "\n")
     except OSError as exc:
-        err.print(f"[red]error:[/] writing the report into {escape(str(output))} failed ({escape(str(exc))})")
-        return 1
+        err.print(f"[red]error:[/] writing the results into {escape(display_path(options.output))} failed ({escape(str(exc))})")
+        return 2
     if json_output:
         print(json.dumps(summary, indent=2))
     else:
-        _print_summary(report, Console())
-        err.print(f"results in {output} (summary.json, report.json); exit status {exit_code}")
+        print_summary(report, Console())
+        err.print(f"results in {escape(display_path(options.output))} (summary.json, report.json); exit status {exit_code}")
     return exit_code
 
 
@@ -517,9 +385,9 @@ def _check_selection(study: Study, series: str | None) -> None:
         available = ", ".join(f"{s.name} ({s.description or s.uid})" for s, _ in study.excluded) or "none"
         raise UsageError(f"no series matches --series {series!r}; available: {available}")
     if study.failed:
-        return  # nothing segmentable, but broken files: exit 1 with their reasons
+        return  # nothing segmentable, but broken files: a report with their reasons, exit 1
     reasons = [f"{s.name}: {reason}" for s, reason in study.excluded] + [
-        f"{issue.path.name}: {issue.reason}" for issue in study.skipped[:5]
+        f"{display_path(issue.path.name)}: {issue.reason}" for issue in study.skipped[:5]
     ]
     detail = "; ".join(reasons) if reasons else "the input is empty"
-    raise UsageError(f"no segmentable slices found in {study.input} ({detail})")
+    raise UsageError(f"no segmentable slices found in {display_path(study.input)} ({detail})")

@@ -13,7 +13,7 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless, generate_uid
 
-from edge_runtime import dicom_io
+from edge_runtime import decode, dicom_io
 from edge_runtime.dicom_io import SliceDecodeError, dicom_pixels, discover, load_pixels
 
 
@@ -122,7 +122,7 @@ def test_truncated_pixel_data_fails_that_slice_with_the_file_named(tmp_path: Pat
     path = f.write(f.mr_series([_ramp(0, (64, 64))])[0], tmp_path / "cut.dcm")
     f.truncate(path, 0.6)
     (series,) = discover(tmp_path).selected
-    with pytest.raises(SliceDecodeError, match=r"cut\.dcm: cannot decode pixel data .*less than expected"):
+    with pytest.raises(SliceDecodeError, match=r"cut\.dcm: truncated: the pixel data ends after 4479 of 8192 bytes"):
         load_pixels(series.slices[0])
 
 
@@ -218,7 +218,7 @@ def test_a_missing_decoder_gives_a_per_file_install_hint(tmp_path: Path, monkeyp
         is_available = False
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
-    monkeypatch.setattr(dicom_io, "_DECODER_CHECKED", {})
+    monkeypatch.setattr(decode, "_DECODER_CHECKED", {})
     ds = _compressed_copy(f.mr_series([_ramp(0, (48, 40))])[0], JPEG2000Lossless)
     with pytest.raises(SliceDecodeError, match=r"slice\.j2k: no decoder installed for JPEG 2000.*pylibjpeg-openjpeg"):
         dicom_pixels(ds, source="slice.j2k")

@@ -55,7 +55,7 @@ def written(tmp_path: Path) -> tuple[Path, list, list[np.ndarray]]:
         f.write(ds, tmp_path / "in" / "T2" / f"IM{k}.ima")
     (series,) = discover(tmp_path / "in").selected
     for record in series.slices:
-        load_pixels(record)  # as in a run: decoded, then pixel data released from the kept header
+        load_pixels(record)  # as in a run: decoded from a fresh read, the kept header untouched
     masks = _masks(len(series.slices), (32, 30))
     path = dicom_seg.write_dicom_seg(tmp_path / "out" / "T2_seg.dcm", [r.dataset for r in series.slices], masks, _manifest())
     return path, series.slices, masks
@@ -87,8 +87,14 @@ def test_seg_references_every_source_instance_and_study(written) -> None:
     assert referenced == {r.sop_instance_uid for r in slices}
     assert ds.StudyInstanceUID == slices[0].dataset.StudyInstanceUID
     assert ds.FrameOfReferenceUID == slices[0].dataset.FrameOfReferenceUID
-    present = sum(len(set(np.unique(m)) - {0}) for m in masks)  # one frame per (slice, class present)
-    assert int(ds.NumberOfFrames) == present == 10
+    # every slice gets a frame per segment, empty or not: viewers that map frames by index never shift
+    assert int(ds.NumberOfFrames) == len(slices) * 4 == 16
+    by_frame = [
+        (item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID,
+         int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber))
+        for item in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert sorted(by_frame) == sorted((r.sop_instance_uid, k) for r in slices for k in (1, 2, 3, 4))
 
 
 def test_segments_carry_coded_anatomy_labels_and_algorithm(written) -> None:

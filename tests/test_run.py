@@ -124,7 +124,7 @@ def test_mixed_folder_segments_good_slices_gives_reasons_for_the_rest_and_exit_1
         np.testing.assert_array_equal(mendeley_to_ids(png), mask)
     failed = {Path(i["path"]).name: i["reason"] for i in report["failed"]}
     skipped = {Path(i["path"]).name: i["reason"] for i in report["skipped"]}
-    assert "cannot decode pixel data" in failed["IM0001.ima"]
+    assert "truncated: the pixel data ends after" in failed["IM0001.ima"]
     assert "not a DICOM file" in skipped["readme.txt"]
     assert "colour image" in skipped["screenshot.dcm"]
     assert "structured report (SR)" in skipped["dose_report"]
@@ -333,16 +333,28 @@ def test_tflite_masks_match_the_keras_model_on_a_dicom_study(tmp_path: Path, exp
     assert int8_masks.shape == keras_masks.shape and int8_masks.max() < 5
 
 
-def test_a_slice_whose_output_cannot_be_written_fails_alone(tmp_path: Path, bands: Path) -> None:
+def test_a_slice_whose_output_cannot_be_written_fails_alone(
+    tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_runtime.outputs import RunOutputs
+
     _write_study(tmp_path / "in", shifts=[0, 1, 2])
-    blocker = tmp_path / "out" / "T2_TSE_TRA_0005" / "labels" / f"{_stems(3)[1]}.png"
-    blocker.mkdir(parents=True)  # a folder where the label PNG should go: os.replace must fail
-    assert _run(tmp_path, bands, "formats", "png,report", "overwrite", True) == 1
+    real_save = RunOutputs.save_png
+    doomed = f"{_stems(3)[1]}.png"
+
+    def disk_full_for_one(self: RunOutputs, image, final: Path) -> None:  # injected fault: ENOSPC on one file
+        if final.name == doomed:
+            raise OSError(28, "No space left on device")
+        real_save(self, image, final)
+
+    monkeypatch.setattr(RunOutputs, "save_png", disk_full_for_one)
+    assert _run(tmp_path, bands, "formats", "png,report") == 1
     slices = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
     assert [e["status"] for e in slices] == ["ok", "failed", "ok"]
-    assert "writing outputs failed" in slices[1]["reason"]
+    assert "writing the label PNG failed (OSError: [Errno 28] No space left on device)" == slices[1]["reason"]
     assert slices[1]["areas"]["TS"] > 0  # measured before the write failed, still reported
-    assert (blocker.parent / f"{_stems(3)[0]}.png").is_file() and (blocker.parent / f"{_stems(3)[2]}.png").is_file()
+    labels = tmp_path / "out" / "T2_TSE_TRA_0005" / "labels"
+    assert sorted(p.name for p in labels.iterdir()) == sorted(f"{s}.png" for s in (_stems(3)[0], _stems(3)[2]))
 
 
 def test_truth_pairs_mendeley_png_slices_with_their_l1_labels(tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture) -> None:
