@@ -243,3 +243,41 @@ def test_inputs_are_validated_with_the_offending_value(study: Study) -> None:
         dicom_sr.build_measurement_report(study.content(slices=[], levels=[]))
     with pytest.raises(ValueError, match=f"slice {level.slice_uids[0]} has no slice finding"):
         dicom_sr.build_measurement_report(study.content(slices=study.slices[1:]))
+
+
+def test_three_angled_blocks_each_level_references_its_blocks_seg(tmp_path: Path) -> None:
+    from angled_study import angled_series
+
+    masks = [[m for m in _masks()[:3]] for _ in range(3)]
+    images = [
+        [np.random.default_rng(9 * b + k).integers(0, 4000, (48, 44)).astype(np.uint16) for k in range(3)] for b in range(3)
+    ]
+    blocks = angled_series(images)
+    manifest = _manifest()
+    segs, slices, levels = [], [], []
+    for b, (block, block_masks) in enumerate(zip(blocks, masks, strict=True)):
+        seg_path = dicom_seg.write_dicom_seg(tmp_path / f"block{b}_seg.dcm", block, block_masks, manifest)
+        assert dciodvfy_errors(seg_path) == []
+        segs.append(pydicom.dcmread(seg_path, stop_before_pixels=True))
+        for k, (ds, mask) in enumerate(zip(block, block_masks, strict=True)):
+            area = float((mask == 3).sum()) * PIXEL_MM2
+            grade = grade_stenosis(area, THRESHOLDS).value
+            slices.append(dicom_sr.SliceFinding(ds, f"B{b}IM{k}", area, grade, outline.largest_outline(mask == 3)))
+    all_sources = [ds for block in blocks for ds in block]
+    names = name_levels([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [float(ds.ImagePositionPatient[2]) for ds in all_sources], [None] * 9)
+    for b, name in enumerate(names):
+        uids = tuple(ds.SOPInstanceUID for ds in blocks[b])
+        levels.append(dicom_sr.LevelFinding(name, slices[3 * b].area_mm2, slices[3 * b].grade, uids, uids[0]))
+    content = dicom_sr.ReportContent(slices, levels, manifest, THRESHOLDS, intended_use(manifest), segs)
+    path = dicom_sr.write_sr(tmp_path / "sr.dcm", content)
+    assert dciodvfy_errors(path) == []
+    data = tid1500_json(path, tmp_path)
+    level_groups = data["Measurements"][9:]
+    assert [g["segmentationSOPInstanceUID"] for g in level_groups] == [s.SOPInstanceUID for s in segs]
+    assert [g["TrackingIdentifier"].split(":")[0] for g in level_groups] == [
+        f"thecal sac, level {k} from caudal" for k in (1, 2, 3)
+    ]
+    assert sorted(data["compositeContext"]) == sorted(s.SOPInstanceUID for s in segs)
+    planar, _ = _groups(path)
+    orientations = {tuple(float(v) for v in ds.ImageOrientationPatient) for ds in all_sources}
+    assert len(orientations) == 3 and len(planar) == 9  # one POLYLINE group per slice whatever its block's angle
