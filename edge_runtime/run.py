@@ -353,6 +353,7 @@ def _run(
     failures = len(study.failed) + sum(len(o.failed) for o in outcomes)
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
+    info["backend_choice"] = segmenter.choice.to_dict()  # which backend ran and why (auto: measured or cached)
     notes = [f"removed the staging files of an interrupted run: {name}" for name in outputs.swept]
     reports = REPORT_NAMES if OutputFormat.REPORT in options.formats else ()
     stale = outputs.stale_entries(reports)
