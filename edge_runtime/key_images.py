@@ -18,12 +18,13 @@ from PIL import Image, ImageDraw, ImageFont
 from edge_runtime import __version__
 from edge_runtime.atomic import atomic_path
 from edge_runtime.labels import BY_SHORT
+from edge_runtime.render import NOTICE_COLOUR
 from edge_runtime.research_use import IntendedUse
 
 TILE = 256  # pixels per key image
 CROP_MM = 64.0  # field of view around the sac: canal, lateral recesses and the disc
 _BG, _FG, _DIM = (16, 16, 16), (235, 235, 235), (170, 170, 170)
-_WARN = (255, 176, 0)
+_WARN = NOTICE_COLOUR
 _GRADE_COLOUR = {"normal": (120, 200, 120), "relative": (255, 176, 0), "absolute": (255, 90, 90)}
 
 

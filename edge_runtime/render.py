@@ -14,6 +14,7 @@ from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity
 
 _DISPLAY_SPEC = PreprocessSpec()  # 0.5-99.5 percentile window, as the model sees the slice
 _LEGEND_ROW = 16
+NOTICE_COLOUR = (255, 221, 0)  # yellow, unlike any class colour: the research-use line on every picture
 
 
 def label_image(mask: np.ndarray) -> Image.Image:
@@ -52,10 +53,12 @@ def overlay_image(
     areas: dict[str, float] | None = None,
     unit: str = "mm2",
     title: str | None = None,
+    notice: str | None = None,
 ) -> Image.Image:
     """Slice in grey with classes blended in their table colours, outlined, and a legend strip below.
 
-    `areas` (short name -> area) are printed in the legend when given.
+    `areas` (short name -> area) are printed in the legend when given; `notice` (e.g. the
+    research-use line) is printed first, in yellow.
     """
     mask = np.asarray(mask)
     if mask.shape != np.asarray(image).shape:
@@ -68,9 +71,9 @@ def overlay_image(
     edge = _boundaries(mask)
     rgb[edge] = colours[edge]
     picture = Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8), mode="RGB")
-    if not legend and title is None:
+    if not legend and title is None and notice is None:
         return picture
-    return add_legend(picture, areas, unit, title, legend)
+    return add_legend(picture, areas, unit, title, legend, notice)
 
 
 def add_legend(
@@ -79,14 +82,18 @@ def add_legend(
     unit: str = "mm2",
     title: str | None = None,
     legend: bool = True,
+    notice: str | None = None,
 ) -> Image.Image:
-    """`picture` with a strip below: optional title, then one colour key per class (with its area)."""
+    """`picture` with a strip below: optional notice (yellow), title, then one colour key per class (with its area)."""
     font = _font(11)
-    rows = (1 if title else 0) + (len(FOREGROUND) if legend else 0)
+    rows = (1 if notice else 0) + (1 if title else 0) + (len(FOREGROUND) if legend else 0)
     canvas = Image.new("RGB", (max(picture.width, 170), picture.height + rows * _LEGEND_ROW + 6), (0, 0, 0))
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
     y = picture.height + 3
+    if notice:
+        draw.text((4, y), notice, fill=NOTICE_COLOUR, font=font)
+        y += _LEGEND_ROW
     if title:
         draw.text((4, y), title, fill=(255, 255, 255), font=font)
         y += _LEGEND_ROW
@@ -107,8 +114,9 @@ def contact_sheet(
     tile_size: int = 192,
     columns: int | None = None,
     title: str | None = None,
+    notice: str | None = None,
 ) -> Image.Image:
-    """Grid of thumbnails (aspect kept) with a caption under each and an optional title and legend."""
+    """Grid of thumbnails (aspect kept) with a caption under each, an optional title and legend, and `notice` in yellow."""
     if not tiles:
         raise ValueError("contact sheet needs at least one tile")
     captions = list(captions) if captions is not None else [""] * len(tiles)
@@ -118,10 +126,13 @@ def contact_sheet(
     rows = math.ceil(len(tiles) / columns)
     font = _font(11)
     caption_h = 16
-    header = (_LEGEND_ROW + 4 if title else 0) + _LEGEND_ROW + 4
+    header = (_LEGEND_ROW + 4 if notice else 0) + (_LEGEND_ROW + 4 if title else 0) + _LEGEND_ROW + 4
     sheet = Image.new("RGB", (columns * tile_size, header + rows * (tile_size + caption_h)), (16, 16, 16))
     draw = ImageDraw.Draw(sheet)
     y = 2
+    if notice:
+        draw.text((4, y), notice, fill=NOTICE_COLOUR, font=font)
+        y += _LEGEND_ROW + 2
     if title:
         draw.text((4, y), title, fill=(255, 255, 255), font=font)
         y += _LEGEND_ROW + 2
