@@ -186,7 +186,7 @@ def _import_openvino() -> Any:
     that import fail for the moment of our import only, so a later `import openvino.tools.ovc`
     still works.
     """
-    if "openvino" in sys.modules:
+    if sys.modules.get("openvino") is not None:
         return sys.modules["openvino"]
     blocked = "openvino.tools.ovc" not in sys.modules
     if blocked:
@@ -259,11 +259,11 @@ class OpenVinoBackend:
         blob_dir = _openvino_blob_dir(model_path)
         try:
             # compile from the path, so a cached blob is imported without reading the model at all
-            self._compiled = self._compile(core, model_path, config, blob_dir)
+            self.compiled = self._compile(core, model_path, config, blob_dir)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own GeneralFailure/OpConversionFailure
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendError(f"{model_path}: openvino cannot load this model ({first})") from exc
-        inp, out = self._compiled.input(0), self._compiled.output(0)
+        inp, out = self.compiled.input(0), self.compiled.output(0)
         self._input_np_dtype = np.dtype(inp.get_element_type().to_dtype())
         output_np_dtype = np.dtype(out.get_element_type().to_dtype())
         self.input_dtype = self._input_np_dtype.name
@@ -274,7 +274,7 @@ class OpenVinoBackend:
         self._input_q = self._output_q = None
         if self._input_np_dtype.kind in "iu" or output_np_dtype.kind in "iu":
             self._input_q, self._output_q = self._manifest_quantization(model_path, manifest, output_np_dtype)
-        self._request = self._compiled.create_infer_request()
+        self._request = self.compiled.create_infer_request()
 
     @staticmethod
     def _compile(core: Any, model_path: Path, config: dict[str, Any], blob_dir: Path | None) -> Any:

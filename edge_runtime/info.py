@@ -68,13 +68,15 @@ def backend_section(model_path: Path, manifest: Manifest, threads: int | None, m
     candidate); with it, every candidate is probed now and the cache updated.
     """
     from edge_runtime.backend_choice import BackendChoice, cached_choice, measure_and_open
-    from edge_runtime.backends import candidate_backends, check_threads
+    from edge_runtime.backends import candidate_backends, check_threads, open_named
 
     threads = check_threads(threads)
     candidates = candidate_backends(model_path)
     choice: BackendChoice | None = None
     if len(candidates) == 1:
         name = candidates[0]
+        if measure:
+            open_named(model_path, name, threads, manifest)  # at least prove that it loads
         choice = BackendChoice(name, threads, "auto", "only candidate", f"{name} is the only installed backend for "
                                f"{model_path.suffix} models")
     elif measure and candidates:

@@ -74,3 +74,52 @@ def test_missing_manifest_and_missing_default_model_exit_2(
     monkeypatch.setattr(run, "DEFAULT_MODEL", tmp_path / "models" / "default.tflite")
     assert info_command(None) == 2
     assert "--model" in capsys.readouterr().err
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "edge_runtime" / "models" / "default.tflite"
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EDGE_SEG_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_backend_rows_list_installed_backends_and_say_when_auto_is_not_measured_yet(
+    model: Path, cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert info_command(model, threads=2) == 0  # nothing is loaded: the fake model stays unread
+    out = capsys.readouterr().out
+    assert "backends installed" in out and "litert" in out and "backend auto (2 threads)" in out
+    if "openvino" in out:  # two candidates: auto needs a measurement nobody has made yet
+        assert "not measured on this machine yet" in out
+    else:
+        assert "litert (only candidate)" in out
+    assert not cache.exists()
+
+
+def test_measure_probes_the_bundled_model_and_the_next_info_reads_the_cache(
+    cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert info_command(BUNDLED, json_output=True, threads=1, measure=True) == 0
+    section = json.loads(capsys.readouterr().out)["backend"]
+    assert section["threads"] == 1 and section["installed"][0] == "litert"
+    first = section["auto"]
+    assert first["backend"] in section["installed"] and first["reason"]
+    assert first["source"] == ("measured" if len(section["installed"]) > 1 else "only candidate")
+    assert info_command(BUNDLED, json_output=True, threads=1) == 0
+    second = json.loads(capsys.readouterr().out)["backend"]["auto"]
+    assert second["backend"] == first["backend"]
+    assert second["source"] == ("cached" if len(section["installed"]) > 1 else "only candidate")
+
+
+def test_measure_on_a_model_no_backend_can_load_exits_2(model: Path, cache: Path, capsys: pytest.CaptureFixture) -> None:
+    assert info_command(model, threads=1, measure=True) == 2
+    assert "cannot load this model" in capsys.readouterr().err
+
+
+def test_a_tampered_model_is_never_loaded_for_the_backend_check(model: Path, capsys: pytest.CaptureFixture) -> None:
+    model.write_bytes(model.read_bytes() + b"x")
+    assert info_command(model, json_output=True, measure=True) == 2
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["backend"] is None and "does not match the manifest" in verdict["verification_error"]

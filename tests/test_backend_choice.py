@@ -1,0 +1,144 @@
+"""`--backend auto`: measured once per (model, CPU, threads), cached in a small file, gated on mask
+agreement, reported in report.json. Real interpreters on the bundled model throughout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.backend_choice import (
+    CACHE_SCHEMA,
+    MARGIN,
+    cache_path,
+    measure,
+    open_auto,
+    pick,
+    probe_batch,
+)
+from edge_runtime.backends import open_backend
+from edge_runtime.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TFLITE = ROOT / "edge_runtime" / "models" / "default.tflite"
+STUDY = ROOT / "examples" / "study"
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EDGE_SEG_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _needs_openvino() -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-seg[openvino]'): one backend, no choice")
+
+
+@pytest.mark.parametrize(
+    ("timings", "chosen"),
+    [
+        ({"litert": 2.00, "openvino": 1.95}, "litert"),  # 2.5 % faster: noise, keep the default
+        ({"litert": 2.00, "openvino": 1.00}, "openvino"),
+        ({"litert": 1.00, "openvino": 2.00}, "litert"),
+        ({"openvino": 1.0}, "openvino"),  # litert ruled out
+    ],
+)
+def test_a_later_backend_wins_only_when_faster_by_more_than_the_margin(timings: dict, chosen: str) -> None:
+    assert pick(timings, ["litert", "tflite-runtime", "openvino"]) == chosen
+    assert timings[chosen] <= min(timings.values()) * (1 + MARGIN)
+
+
+def test_the_probe_slice_is_real_looking_anatomy() -> None:
+    """The probe is a phantom slice through a disc: the model finds every class in it."""
+    probe = probe_batch(160)
+    assert probe.shape == (1, 160, 160, 1) and probe.min() >= 0.0 and probe.max() <= 1.0
+    classes = open_backend(TFLITE, "litert", threads=1).predict(probe).argmax(-1)
+    assert set(np.unique(classes)) == {0, 1, 2, 3, 4}
+    assert probe_batch(64, channels=3).shape == (1, 64, 64, 3)
+
+
+def test_auto_measures_once_then_uses_the_cached_choice(cache: Path) -> None:
+    _needs_openvino()
+    manifest = read_manifest(TFLITE)
+    backend, choice = open_auto(TFLITE, 1, manifest)
+    assert choice.source == "measured" and choice.requested == "auto" and choice.threads == 1
+    assert set(choice.timings_ms) == {"litert", "openvino"} and choice.errors == {}
+    assert min(choice.agreement.values()) >= 0.999
+    assert choice.backend == pick(choice.timings_ms, ["litert", "openvino"]) == backend.name
+    assert choice.timings_ms[choice.backend] <= min(choice.timings_ms.values()) * (1 + MARGIN)
+    assert choice.backend in choice.reason and "ms/slice" in choice.reason
+    data = json.loads(cache_path().read_text())
+    assert data["schema"] == CACHE_SCHEMA
+    (key,) = data["entries"]
+    assert key.startswith(manifest.sha256) and "threads=1" in key and "openvino=" in key
+
+    again, cached = open_auto(TFLITE, 1, manifest)
+    assert cached.source == "cached" and cached.backend == choice.backend == again.name
+    assert cached.measured_at == choice.measured_at and cached.timings_ms == choice.timings_ms
+
+    _, other = open_auto(TFLITE, 2, manifest)  # another thread count is another measurement
+    assert other.source == "measured" and other.threads == 2
+    assert len(json.loads(cache_path().read_text())["entries"]) == 2
+
+
+def test_a_damaged_cache_file_is_measured_again_and_rewritten(cache: Path) -> None:
+    _needs_openvino()
+    cache.mkdir(parents=True)
+    cache_path().write_text("{not json")
+    _, choice = open_auto(TFLITE, 1, read_manifest(TFLITE))
+    assert choice.source == "measured"
+    assert json.loads(cache_path().read_text())["schema"] == CACHE_SCHEMA
+
+
+def test_an_unwritable_cache_still_runs_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _needs_openvino()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EDGE_SEG_CACHE_DIR", str(blocker / "cache"))  # a folder under a file cannot exist
+    backend, choice = open_auto(TFLITE, 1, read_manifest(TFLITE))
+    assert backend.name == choice.backend and choice.cache_file is None
+    assert "not cached (" in choice.reason
+
+
+class _SwappedClasses:
+    """A real litert interpreter whose TS and AAP score channels are swapped: a backend that loads
+    and runs but computes a different function, as a mis-converted model would."""
+
+    def __init__(self, threads: int) -> None:
+        self._inner = open_backend(TFLITE, "litert", threads=threads)
+        self.name, self.threads, self.input_dtype, self.batch_free = "openvino", threads, "int8", True
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._inner.predict(batch)[..., [0, 1, 2, 4, 3]]
+
+
+def test_a_backend_whose_masks_disagree_is_ruled_out() -> None:
+    found = measure({"litert": open_backend(TFLITE, "litert", threads=1), "openvino": _SwappedClasses(1)}, probe_batch(160))
+    assert set(found.timings_ms) == {"litert"} and found.agreement["litert"] == 1.0
+    assert found.agreement["openvino"] < 0.999
+    assert "openvino disagrees with litert on" in found.errors["openvino"]
+
+
+def _study_subset(folder: Path, n: int = 3) -> Path:
+    folder.mkdir(parents=True)
+    for path in sorted(STUDY.glob("*.ima"))[:n]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_report_json_says_which_backend_ran_and_why(tmp_path: Path, cache: Path) -> None:
+    from edge_runtime.run import run_command
+
+    study = _study_subset(tmp_path / "in")
+    assert run_command(input=study, output=tmp_path / "auto", threads=1, formats="npy,report") == 0
+    model = json.loads((tmp_path / "auto" / "report.json").read_text())["model"]
+    choice = model["backend_choice"]
+    assert choice["backend"] == model["backend"] and choice["requested"] == "auto" and choice["threads"] == 1
+    assert choice["source"] in ("measured", "only candidate") and choice["reason"]
+
+    assert run_command(input=study, output=tmp_path / "explicit", threads=1, backend="litert", formats="npy,report") == 0
+    explicit = json.loads((tmp_path / "explicit" / "report.json").read_text())["model"]["backend_choice"]
+    assert explicit["backend"] == "litert" and explicit["source"] == "explicit"
