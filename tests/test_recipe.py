@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from benchmarks.recipe import INTENDED_USE, bundle_artifacts, recipe_command
-from edge_runtime.manifest import load_verified_manifest
+from edge_runtime.manifest import load_verified_manifest, manifest_path
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,10 @@ def test_bundle_ships_verified_models_and_the_example(smoke, tmp_path):
         manifest = load_verified_manifest(tmp_path / "models" / model)
         assert manifest.model_file == model
         assert manifest.provenance["intended_use"] == INTENDED_USE
+        text = manifest_path(tmp_path / "models" / model).read_text()
+        assert str(out) in (out / "artifacts" / f"unet-{model.split('.')[1]}-int8.{model.split('.')[1]}.json").read_text()
+        assert str(out) not in text and str(out.resolve()) not in text  # no build-machine paths shipped
+        assert "recipe-out/data" in text
     study = sorted((tmp_path / "examples" / "study").iterdir())
     truth = sorted((tmp_path / "examples" / "truth").iterdir())
     # Ground truth for every slice of the study (disc and vertebral-body levels), named alike.
