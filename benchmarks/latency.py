@@ -21,12 +21,13 @@ import numpy as np
 from benchmarks.variants import Variant, discover_variants
 from benchmarks.worker import RESULT_PREFIX
 from edge_runtime.atomic import atomic_write_text
-from edge_runtime.backends import available_backends
+from edge_runtime.backends import FORMAT_BACKENDS, available_backends
 from edge_runtime.manifest import gzip_size
 from edge_runtime.progress import progress_bar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BACKENDS_FOR_FORMAT = {"tflite": ("litert", "tflite-runtime"), "onnx": ("onnxruntime",)}
+BACKENDS_FOR_FORMAT = {fmt.lstrip("."): names for fmt, names in FORMAT_BACKENDS.items()}
+AUTO = "auto"  # a row that times what `--backend auto` picks (measured once, then cached)
 SEED_LABEL = "seed-unet-keras"
 KERAS_FLOAT_LABEL = "keras-float"
 
@@ -48,6 +49,7 @@ class LatencyProfile:
     matmul_size: int
     runs: int = 1
     timeout_s: float = 900.0
+    auto: bool = False  # also time `--backend auto` for artefacts that more than one backend can run
 
     def replace(self, **changes) -> LatencyProfile:
         """A copy with some fields changed (e.g. threads from the command line)."""
@@ -70,6 +72,7 @@ FULL_LATENCY = LatencyProfile(
     keras_budget_s=10.0,
     matmul_size=1024,
     runs=3,
+    auto=True,
 )
 QUICK_LATENCY = LatencyProfile(
     name="quick",
@@ -102,6 +105,7 @@ class LatencyRow:
     recipe: str
     backend: str
     threads: int
+    backend_used: str | None = None  # for the auto row: the backend auto chose
     repeats: int = 0
     median_ms: float | None = None
     p95_ms: float | None = None
@@ -118,6 +122,7 @@ class LatencyRow:
     ceiling_fraction: float | None = None
     speedup_vs_seed: float | None = None
     speedup_vs_keras_float: float | None = None
+    vs_fastest_backend: float | None = None  # median / the fastest backend's median, same model and threads
     input_size: int | None = None
     runs: int = 0
     run_medians_ms: list[float] = field(default_factory=list)
@@ -275,6 +280,8 @@ def _plan(
         for variant in variants:
             spec = variant.manifest.inputs[0]
             names = backends_for(variant, installed) or [BACKENDS_FOR_FORMAT.get(variant.format, ("none",))[0]]
+            if profile.auto and len(names) > 1:
+                names = [*names, AUTO]
             for backend in names:
                 row = LatencyRow(variant.label, "artifact", variant.format, variant.precision, variant.recipe, backend, threads)
                 row.size_bytes = variant.size_bytes
@@ -303,6 +310,11 @@ def _add_ratios(report: LatencyReport) -> None:
                 return row.median_ms
         return None
 
+    fastest: dict[tuple[str, int], float] = {}
+    for row in report.rows:
+        if row.kind == "artifact" and row.median_ms and row.backend != AUTO:
+            key = (row.label, row.threads)
+            fastest[key] = min(fastest.get(key, row.median_ms), row.median_ms)
     float_macs = next((r.macs_per_slice for r in report.rows if r.kind == "keras-float" and r.macs_per_slice), None)
     float_size = next((r.input_size for r in report.rows if r.kind == "keras-float"), None)
     for row in report.rows:
@@ -316,6 +328,8 @@ def _add_ratios(report: LatencyReport) -> None:
         keras_float = reference(KERAS_FLOAT_LABEL, row.threads)
         row.speedup_vs_seed = seed / row.median_ms if seed else None
         row.speedup_vs_keras_float = keras_float / row.median_ms if keras_float else None
+        if (row.label, row.threads) in fastest:
+            row.vs_fastest_backend = row.median_ms / fastest[(row.label, row.threads)]
         ceiling = report.ceiling.get(row.threads, {}).get("gmacs_best")
         if row.gmacs_per_s and ceiling:
             row.ceiling_fraction = row.gmacs_per_s / ceiling
@@ -374,6 +388,9 @@ def measure_latency(
         if row.error is None:
             try:
                 first = results[index][0]
+                if row.backend == AUTO:
+                    used = sorted({r["backend_used"] for r in results[index]})
+                    row.backend_used = ", ".join(used)  # more than one only if the cache changed between runs
                 if row.kind != "artifact":
                     row.macs_per_slice = first["macs_per_slice"]
                     row.size_bytes = first["size_bytes"]
@@ -413,7 +430,8 @@ def latency_markdown(report: LatencyReport) -> str:
         fraction = None if row.ceiling_fraction is None else 100 * row.ceiling_fraction
         spread = f"{100 * row.run_spread:.1f} % ({row.runs} runs)" if row.runs > 1 and row.run_spread is not None else "-"
         lines.append(
-            f"| {row.label} | {row.backend} | {row.threads} | {_fmt(row.median_ms, '.2f')} | {_fmt(row.p95_ms, '.2f')} "
+            f"| {row.label} | {row.backend}{f' -> {row.backend_used}' if row.backend_used else ''} | {row.threads} "
+            f"| {_fmt(row.median_ms, '.2f')} | {_fmt(row.p95_ms, '.2f')} "
             f"| {_fmt(row.min_ms, '.2f')} | {spread} | {_fmt(row.throughput_per_s, '.1f')} | {_kib(row.size_bytes)} "
             f"| {_kib(row.gzip_bytes)} | {_mib(row.peak_rss_bytes)} | {_fmt(macs, '.1f')} | {_fmt(row.gmacs_per_s, '.2f')} "
             f"| {_fmt(fraction, '.0f')} | {_fmt(row.speedup_vs_seed, '.1f')} | {_fmt(row.speedup_vs_keras_float, '.2f')} |"
@@ -429,11 +447,44 @@ def latency_markdown(report: LatencyReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def backend_markdown(report: LatencyReport) -> str:
+    """Per model and thread count: the fastest backend, and each backend's median as a ratio to it."""
+    rows = [r for r in report.rows if r.kind == "artifact" and r.median_ms]
+    backends = [name for name in (*dict.fromkeys(n for names in BACKENDS_FOR_FORMAT.values() for n in names), AUTO)
+                if any(r.backend == name for r in rows)]
+    if not rows:
+        return ""
+    lines = [
+        "| model | threads | fastest backend | median ms | " + " | ".join(f"{b}: ms (x fastest)" for b in backends) + " |",
+        "|---|---:|---|---:|" + "---:|" * len(backends),
+    ]
+    for label, threads in dict.fromkeys((r.label, r.threads) for r in rows):
+        group = {r.backend: r for r in rows if r.label == label and r.threads == threads}
+        explicit = [r for name, r in group.items() if name != AUTO]
+        if not explicit:
+            continue
+        best = min(explicit, key=lambda r: r.median_ms or float("inf"))
+        cells = []
+        for name in backends:
+            row = group.get(name)
+            if row is None:
+                cells.append("-")
+                continue
+            used = f" -> {row.backend_used}" if name == AUTO and row.backend_used else ""
+            cells.append(f"{row.median_ms:.2f} (x{row.vs_fastest_backend:.2f}){used}")
+        lines.append(f"| {label} | {threads} | {best.backend} | {best.median_ms:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_latency(report: LatencyReport, out: Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "latency.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    atomic_write_text(out / "latency.md", "# Latency\n\n" + latency_markdown(report))
+    backends = backend_markdown(report)
+    text = "# Latency\n\n" + latency_markdown(report)
+    if backends:
+        text += "\n## Backends: fastest per model and thread count\n\n" + backends
+    atomic_write_text(out / "latency.md", text)
 
 
 def latency_command(
@@ -461,6 +512,8 @@ def latency_command(
         return 2
     report = measure_latency(variants, profile, run_dir=run_dir, include_seed=seed)
     sys.stdout.write(latency_markdown(report))
+    if backend_markdown(report):
+        sys.stdout.write("\n" + backend_markdown(report))
     if out is not None:
         write_latency(report, out)
         err.print(f"wrote {Path(out) / 'latency.json'} and latency.md")
@@ -470,11 +523,13 @@ def latency_command(
 
 
 __all__ = [
+    "AUTO",
     "FULL_LATENCY",
     "QUICK_LATENCY",
     "LatencyProfile",
     "LatencyReport",
     "LatencyRow",
+    "backend_markdown",
     "latency_command",
     "latency_markdown",
     "measure_latency",

@@ -8,12 +8,15 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from edge_runtime.cpu import cpu_flags, cpu_model, usable_cores
+
 # Distribution names whose versions change benchmark numbers.
 LIBRARIES = (
     "numpy",
     "ai-edge-litert",
     "tflite-runtime",
     "onnxruntime",
+    "openvino",
     "onnx",
     "tensorflow",
     "tf-keras",
@@ -23,30 +26,6 @@ LIBRARIES = (
 )
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    """SIMD extensions that decide which kernels XNNPACK/MLAS pick."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "fma", "neon", "asimd", "asimddp", "sve")
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            present = set(value.split())
-            return [flag for flag in wanted if flag in present]
-    return []
-
-
 def _memory_bytes() -> int | None:
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
@@ -54,13 +33,6 @@ def _memory_bytes() -> int | None:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return None
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
@@ -81,9 +53,9 @@ def describe_machine() -> dict:
     except OSError:  # pragma: no cover
         load = None
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "architecture": platform.machine(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "usable_cores": usable_cores(),
         "memory_bytes": _memory_bytes(),

@@ -58,6 +58,8 @@ def _input(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _run_backend(task: dict) -> dict:
+    """Time one backend on one artefact; backend "auto" times whatever `--backend auto` picks
+    (its load time then includes the first measurement on this machine, if not cached yet)."""
     from edge_runtime.backends import open_backend
 
     before = memory_status()
@@ -67,7 +69,13 @@ def _run_backend(task: dict) -> dict:
     size = int(task["input_size"])
     batch = _input((1, size, size, int(task.get("channels", 1))))
     times = time_calls(lambda: backend.predict(batch), task["warmup"], task["min_repeats"], task["max_repeats"], task["budget_s"])
-    return {"times_s": times, "load_s": load_s, "rss_before_model_bytes": before["rss_bytes"], **memory_status()}
+    return {
+        "times_s": times,
+        "load_s": load_s,
+        "backend_used": backend.name,
+        "rss_before_model_bytes": before["rss_bytes"],
+        **memory_status(),
+    }
 
 
 def _configure_tensorflow(threads: int):
