@@ -233,9 +233,11 @@ def run(
         typer.Option(help="auto (the fastest installed backend, measured once per model, CPU and thread count, "
                      "and cached), litert, tflite-runtime, openvino or onnxruntime."),
     ] = "auto",
-    format: Annotated[str, typer.Option(help="Comma list of outputs: png,npy,overlay,seg,report (or all).")] = (
-        "png,npy,overlay,seg,report"
-    ),
+    format: Annotated[
+        str,
+        typer.Option(help="Comma list of outputs: png,npy,overlay,seg,sr (TID 1500 SR),summary (key-image sheet),report "
+                     "(or all). seg, sr and the summary's DICOM need highdicom."),
+    ] = "png,npy,overlay,seg,sr,summary,report",
     series: Annotated[
         str | None,
         typer.Option(

@@ -50,6 +50,18 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def _wrap(text: str, font: Any, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels in `font`."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for word in text.split():
+        if lines and measure.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def _tile(key: KeyImage) -> Image.Image:
     """Square crop of `CROP_MM` around the sac, scaled to TILE, with the outline drawn in the TS colour."""
     grey = np.asarray(key.grey)
@@ -82,13 +94,13 @@ def key_image_sheet(
     rows = -(-len(keys) // columns)
     big, small = _font(15), _font(12)
     line = 18
+    width = max(columns * (TILE + 8) + 8, 760)
     header = [(title, _FG, big)]
     if use.image_line:
         header.append((use.image_line, _WARN, big))
-    header.append((thresholds_text, _DIM, small))
+    header += [(text, _DIM, small) for text in _wrap(thresholds_text, small, width - 16)]
     caption_h = 3 * 15 + 6
     table_h = (len(keys) + 1) * 16 + 10
-    width = max(columns * (TILE + 8) + 8, 760)
     height = len(header) * line + 10 + rows * (TILE + caption_h) + table_h + 2 * line
     sheet = Image.new("RGB", (width, height), _BG)
     draw = ImageDraw.Draw(sheet)

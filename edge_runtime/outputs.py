@@ -42,6 +42,8 @@ class OutputFormat(StrEnum):
     NPY = "npy"
     OVERLAY = "overlay"
     SEG = "seg"
+    SR = "sr"  # after SEG: the SR references the SEG files
+    SUMMARY = "summary"  # key-image sheet per study (PNG + Secondary Capture)
     REPORT = "report"
 
 

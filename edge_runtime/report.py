@@ -55,6 +55,7 @@ class SeriesOutcome:
     notes: list[str] = field(default_factory=list)
     scores: dict[str, Any] | None = None
     seconds: float = 0.0
+    findings: Any = None  # edge_runtime.findings.SeriesFindings, for the SR and the key-image sheet
 
     @property
     def n_segmented(self) -> int:

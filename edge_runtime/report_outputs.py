@@ -4,6 +4,9 @@ Output formats `sr` and `summary` of `edge-seg run`. Names (OUT is the run's out
     OUT/<series>/<series>_sr.dcm      DICOM SR, TID 1500 (needs highdicom: the dicom-seg extra)
     OUT/key_images.png, .dcm          key-image sheet and its Secondary Capture (one study)
     OUT/key_images_<k>.png, .dcm      the same for the k-th study when the input holds several
+
+`SrWriter` and `FindingsCollector` are series writers (edge_runtime.writers); the study-level
+sheet is written by `write_run_summaries` once every series is done.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.dicom_sr import ReportContent, thresholds_statement, write_sr
-from edge_runtime.findings import SeriesFindings
+from edge_runtime.findings import SeriesFindings, series_findings
+from edge_runtime.inputs import InputIssue
 from edge_runtime.key_images import key_image_sheet, save_png, write_secondary_capture
 from edge_runtime.manifest import Manifest
 from edge_runtime.measure import StenosisThresholds
-from edge_runtime.research_use import IntendedUse
+from edge_runtime.outputs import OutputFormat
+from edge_runtime.research_use import IntendedUse, intended_use
 
 SR_INSTALL_HINT = "DICOM SR and key-image DICOM need highdicom: pip install 'edge-seg[dicom-seg]'"
 
@@ -91,3 +96,115 @@ def write_study_summary(
     if len(paths) > 1 and reference is not None:
         written.append(write_secondary_capture(paths[1], sheet, reference, use))
     return written
+
+
+# --------------------------------------------------------------------------- run pipeline hooks
+
+
+def ensure_findings(result: Any) -> SeriesFindings:
+    """The findings of a series result (edge_runtime.writers.SeriesResult), computed once and kept on its outcome."""
+    outcome = result.outcome
+    if outcome.findings is None:
+        series = result.series
+        outcome.findings = series_findings(
+            series.name,
+            series.description,
+            [r.stem for r in series.slices],
+            [r.dataset if r.kind == "dicom" else None for r in series.slices],
+            result.masks,
+            result.images,
+            outcome.measurement,
+        )
+    return outcome.findings
+
+
+def _study_key(series: Any) -> str:
+    first = series.slices[0] if series.slices else None
+    uid = first.dataset.get("StudyInstanceUID") if first is not None and first.kind == "dicom" else None
+    return str(uid) if uid else f"series:{series.name}"
+
+
+class SrWriter:
+    """<series>_sr.dcm: the TID 1500 SR of one DICOM series, referencing its SEG file(s) when written."""
+
+    format = OutputFormat.SR
+
+    def planned(self, series: Any, folder: Path) -> list[Path]:
+        return [folder / f"{series.name}_sr.dcm"] if series.kind == "dicom" else []
+
+    def write(self, result: Any, outputs: Any) -> None:
+        series, outcome = result.series, result.outcome
+        if series.kind != "dicom":
+            outcome.notes.append("DICOM SR not written: the input slices are not DICOM")
+            return
+        missing = highdicom_missing()
+        if missing:
+            outcome.notes.append(missing)
+            return
+        if outcome.measurement is None or not result.masks:
+            return
+        try:
+            findings = ensure_findings(result)
+            seg_files = [outputs.staged(Path(group["file"])) for group in outcome.outputs.get("seg_files", [])]
+            final = result.folder / f"{series.name}_sr.dcm"
+            if findings.slices:
+                with outputs.file(final) as tmp:
+                    write_series_sr(
+                        tmp, findings, result.manifest, outcome.measurement.thresholds, intended_use(result.manifest), seg_files
+                    )
+                outcome.outputs["sr"] = str(final)
+            else:
+                outcome.notes.append("DICOM SR not written: no slice with a thecal sac measured in mm2")
+            outcome.notes.extend(findings.notes)
+        except Exception as exc:  # highdicom validation or disk problems: the SR only
+            outcome.failed.append(InputIssue(series.folder, f"DICOM SR not written ({type(exc).__name__}: {exc})"))
+
+
+class FindingsCollector:
+    """Series part of the `summary` format: keeps the series' key images for the study sheet (writes nothing)."""
+
+    format = OutputFormat.SUMMARY
+
+    def planned(self, series: Any, folder: Path) -> list[Path]:
+        return []
+
+    def write(self, result: Any, outputs: Any) -> None:
+        if result.outcome.measurement is None or not result.masks:
+            return
+        try:
+            ensure_findings(result)
+        except Exception as exc:  # an odd slice header: the sheet only
+            result.outcome.notes.append(f"key images not collected ({type(exc).__name__}: {exc})")
+
+
+def planned_summaries(output: Path, selected: Sequence[Any]) -> list[Path]:
+    """Every key-image file the run may write (for the clash check before inference)."""
+    dicom = highdicom_missing() is None
+    keys = [_study_key(s) for s in selected]
+    by_key = summary_paths(output, keys)
+    kinds = {k: any(s.kind == "dicom" for s in selected if _study_key(s) == k) for k in by_key}
+    return [p for k, paths in by_key.items() for p in (paths if dicom and kinds[k] else paths[:1])]
+
+
+def write_run_summaries(outcomes: Sequence[Any], outputs: Any, thresholds: StenosisThresholds, manifest: Manifest) -> list[str]:
+    """One key-image sheet per study of the run's outcomes, written through `outputs`; returns notes."""
+    notes: list[str] = []
+    use = intended_use(manifest)
+    dicom = highdicom_missing() is None
+    selected = [o.series for o in outcomes]
+    paths = summary_paths(outputs.output, [_study_key(s) for s in selected])
+    for key, (png, dcm) in paths.items():
+        group = [o.findings for o in outcomes if _study_key(o.series) == key and o.findings is not None]
+        if not any(f.keys for f in group):
+            notes.append(f"key images not written for study {key}: no disc level with a thecal sac measured in mm2")
+            continue
+        try:
+            with outputs.file(png) as png_tmp:
+                if dicom and any(f.reference is not None for f in group):
+                    with outputs.file(dcm) as dcm_tmp:
+                        write_study_summary([png_tmp, dcm_tmp], group, thresholds, use, manifest)
+                else:
+                    write_study_summary([png_tmp], group, thresholds, use, manifest)
+        except Exception as exc:  # rendering, highdicom or disk problems: the sheet only
+            notes.append(f"key images not written for study {key} ({type(exc).__name__}: {exc})")
+    return notes

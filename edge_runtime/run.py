@@ -13,6 +13,9 @@ Output layout (OUTPUT is never inside INPUT; names follow the input series folde
     OUTPUT/<series>/<series>_seg.dcm             DICOM SEG (needs highdicom: the dicom-seg extra);
                                                  <series>_block<k>_seg.dcm, one per orientation block,
                                                  when the series has angled blocks
+    OUTPUT/<series>/<series>_sr.dcm              DICOM SR, TID 1500: thecal-sac areas per slice and level (highdicom)
+    OUTPUT/key_images.png, key_images.dcm        per study: narrowest sac per disc level, table of levels,
+                                                 as PNG and Secondary Capture (key_images_<k>.* for k studies)
 
 Exit status: 0 every selected slice was segmented and written; 1 some inputs failed (the rest
 is written); 2 usage, model or output-folder error, or the folder is locked by another run
@@ -54,6 +57,7 @@ from edge_runtime.outputs import (
 )
 from edge_runtime.progress import progress_bar
 from edge_runtime.report import SeriesOutcome, build_report, build_summary, model_info, report_csv, report_json
+from edge_runtime.report_outputs import planned_summaries, write_run_summaries
 from edge_runtime.segmenter import Segmenter
 from edge_runtime.selection import RulesError, SelectionRules
 from edge_runtime.truth import score_series, truth_index
@@ -129,6 +133,8 @@ def planned_outputs(options: RunOptions, selected: list[Series]) -> list[Path]:
         for name, writer in SERIES_WRITERS.items():
             if name in options.formats:
                 paths += writer.planned(series, options.output / series.name)
+    if OutputFormat.SUMMARY in options.formats:
+        paths += planned_summaries(options.output, selected)
     return paths
 
 
@@ -149,6 +155,8 @@ def _load_model(options: RunOptions, backend: str, threads: int | None, batch_si
 
 
 # --------------------------------------------------------------------------- one series
+
+_STAGES = {OutputFormat.SEG: "dicom_seg", OutputFormat.SR: "dicom_sr", OutputFormat.SUMMARY: "findings"}
 
 
 def _segment(
@@ -209,7 +217,7 @@ def process_series(
     for name, writer in SERIES_WRITERS.items():
         if name in options.formats:
             writer.write(result, outputs)
-            tick = options.clock("dicom_seg" if name == OutputFormat.SEG else "outputs", tick)
+            tick = options.clock(_STAGES.get(name, "outputs"), tick)
     named = {issue.path for issue in outcome.failed}
     for i, reason in sorted(outcome.failed_indices.items()):
         if series.slices[i].path not in named:
@@ -317,7 +325,8 @@ def _run(
     started: float,
     json_output: bool,
 ) -> int:
-    if OutputFormat.SEG in options.formats and any(s.kind == "dicom" for s in study.selected):
+    dicom_outputs = {OutputFormat.SEG, OutputFormat.SR, OutputFormat.SUMMARY}
+    if dicom_outputs & set(options.formats) and any(s.kind == "dicom" for s in study.selected):
         from edge_runtime.dicom_seg import import_in_background, seg_unavailable_reason
 
         if seg_unavailable_reason() is None:
@@ -342,6 +351,11 @@ def _run(
                 broken.failed.append(InputIssue(selected.folder, f"series failed ({type(exc).__name__}: {exc})"))
                 broken.failed_indices = {i: "series failed" for i in range(len(selected.slices))}
                 outcomes.append(broken)
+    summary_notes = []
+    if OutputFormat.SUMMARY in options.formats:
+        tick = time.perf_counter()
+        summary_notes = write_run_summaries(outcomes, outputs, options.thresholds, segmenter.manifest)
+        options.clock("key_images", tick)
     seg_t = segmenter.timings
     timings |= {
         "model_load": seg_t.load_s,
@@ -354,7 +368,7 @@ def _run(
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
     info["backend_choice"] = segmenter.choice.to_dict()  # which backend ran and why (auto: measured or cached)
-    notes = [f"removed the staging files of an interrupted run: {name}" for name in outputs.swept]
+    notes = [f"removed the staging files of an interrupted run: {name}" for name in outputs.swept] + summary_notes
     reports = REPORT_NAMES if OutputFormat.REPORT in options.formats else ()
     stale = outputs.stale_entries(reports)
     notes += [f"--overwrite: removed {name}, written by the previous run, not by this one" for name in stale]

@@ -19,6 +19,8 @@ from edge_runtime.manifest import Manifest
 from edge_runtime.outputs import OutputFormat, RunOutputs
 from edge_runtime.render import add_legend, contact_sheet, label_image, overlay_image
 from edge_runtime.report import SeriesOutcome
+from edge_runtime.report_outputs import FindingsCollector, SrWriter
+from edge_runtime.research_use import intended_use
 
 
 @dataclass
@@ -80,12 +82,13 @@ class OverlayWriter:
         series, outcome = result.series, result.outcome
         measured = {m.index: m for m in (outcome.measurement.slices if outcome.measurement else [])}
         tiles = []
+        notice = intended_use(result.manifest).image_line  # "RESEARCH USE ONLY ..." unless cleared for clinical use
         for i in sorted(result.masks):
             stem = series.slices[i].stem
             try:
                 m = measured[i]
                 picture = overlay_image(result.images[i], result.masks[i], legend=False)
-                legend = add_legend(picture, m.areas, m.unit, f"{series.name}/{stem}")
+                legend = add_legend(picture, m.areas, m.unit, f"{series.name}/{stem}", notice=notice)
                 outputs.save_png(legend, result.folder / "overlays" / f"{stem}.png")
                 grade = f" {m.ts_grade}" if m.ts_grade else ""
                 tiles.append((picture, f"{stem} TS {m.ts_area:.0f}{grade}"))
@@ -97,7 +100,7 @@ class OverlayWriter:
         path = result.folder / f"{series.name}_contact_sheet.png"
         title = f"{series.name}: {len(tiles)} slices, {series.description}"[:80]
         try:
-            outputs.save_png(contact_sheet([t for t, _ in tiles], [c for _, c in tiles], title=title), path)
+            outputs.save_png(contact_sheet([t for t, _ in tiles], [c for _, c in tiles], title=title, notice=notice), path)
             outcome.outputs["contact_sheet"] = str(path)
         except Exception as exc:
             outcome.failed.append(InputIssue(series.folder, f"writing the contact sheet failed ({type(exc).__name__}: {exc})"))
@@ -183,5 +186,5 @@ class SegWriter:
 
 
 SERIES_WRITERS: dict[OutputFormat, SeriesWriter] = {
-    w.format: w for w in (LabelPngWriter(), OverlayWriter(), NpyWriter(), SegWriter())
+    w.format: w for w in (LabelPngWriter(), OverlayWriter(), NpyWriter(), SegWriter(), SrWriter(), FindingsCollector())
 }
