@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import __version__
+from edge_runtime import __version__, codes
 from edge_runtime.atomic import atomic_path
 from edge_runtime.inputs import SliceRecord
 from edge_runtime.labels import FOREGROUND
 from edge_runtime.manifest import Manifest
+from edge_runtime.research_use import intended_use
 
 SEG_INSTALL_HINT = "DICOM SEG output needs highdicom: pip install 'edge-seg[dicom-seg]'"
 # What a source slice must carry to be referenced by a SEG with patient geometry.
@@ -56,29 +57,13 @@ _TYPE2_COPIED = (
 )
 
 
-@dataclass(frozen=True)
-class CodedTerm:
-    """A coded concept (value, scheme, meaning) as the SEG segment description needs it."""
-
-    value: str
-    scheme: str
-    meaning: str
-
-
-# Segmented property category for every class (CID 7150).
-ANATOMICAL_STRUCTURE = CodedTerm("91723000", "SCT", "Anatomical Structure")
-# Segmented property type per class short name. SNOMED CT body-structure concepts:
-# TS is mapped like AAPM TG-263 "ThecalSac" (spinal dura mater structure); AAP (the area between
-# the anterior and posterior vertebral elements) has no dedicated concept, so it carries the
-# generic anatomical-structure code and is told apart by its segment label and description.
-SEGMENT_TYPES: dict[str, CodedTerm] = {
-    "IVD": CodedTerm("360499006", "SCT", "Intervertebral disc"),
-    "PE": CodedTerm("40265002", "SCT", "Arch of vertebra"),
-    "TS": CodedTerm("37554007", "SCT", "Spinal dura mater"),
-    "AAP": CodedTerm("91723000", "SCT", "Anatomical Structure"),
-}
-ALGORITHM_FAMILY = CodedTerm("123110", "DCM", "Artificial Intelligence")
-LUMBAR_SPINE_REGION = CodedTerm("122496007", "SCT", "Lumbar spine")
+# Coded concepts come from the one table, edge_runtime.codes (checked there against pydicom's
+# dictionary). AAP, the area between the anterior and posterior vertebral elements around the
+# sac, is typed as the vertebral canal it lies in; label and description tell the classes apart.
+ANATOMICAL_STRUCTURE = codes.ANATOMICAL_STRUCTURE  # segmented property category (CID 7150)
+SEGMENT_TYPES = codes.SEGMENT_TYPES
+ALGORITHM_FAMILY = codes.ARTIFICIAL_INTELLIGENCE
+LUMBAR_SPINE_REGION = codes.LUMBAR_SPINE
 
 
 def seg_unavailable_reason() -> str | None:
@@ -96,10 +81,8 @@ def import_in_background() -> threading.Thread:
     return thread
 
 
-def _code(term: CodedTerm) -> Any:
-    from highdicom.sr import CodedConcept
-
-    return CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning)
+def _code(term: codes.Concept) -> Any:
+    return term.highdicom()
 
 
 def segment_descriptions(manifest: Manifest) -> list[Any]:
@@ -195,9 +178,10 @@ def build_segmentation(
         raise ValueError(f"SEG needs one mask per source image, got {len(masks)} masks for {len(source_datasets)} images")
     sources = [source_header(ds, orientation) for ds in source_datasets]
     stack = np.stack([np.asarray(m, dtype=np.uint8) for m in masks])
+    use = intended_use(manifest)  # research-only models mark every SEG (ContentQualification, descriptions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return hd.seg.Segmentation(
+        seg = hd.seg.Segmentation(
             source_images=sources,
             pixel_array=stack,  # label map: value k -> segment k
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -210,12 +194,14 @@ def build_segmentation(
             manufacturer_model_name=(manifest.name or "edge-seg model")[:64],
             software_versions=f"edge-seg {__version__}",
             device_serial_number="0",
-            series_description=series_description[:64],
+            series_description=use.describe(series_description),
             content_label="SEGMENTATION",
-            content_description="Lumbar spine IVD/PE/TS/AAP",
+            content_description=use.describe("Lumbar spine IVD/PE/TS/AAP"),
             transfer_syntax_uid=ExplicitVRLittleEndian,
             omit_empty_frames=False,
         )
+    seg.ContentQualification = use.content_qualification
+    return seg
 
 
 # --------------------------------------------------------------------------- one series -> SEG files

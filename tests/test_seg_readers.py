@@ -64,3 +64,24 @@ def test_each_angled_block_seg_reads_back_as_its_masks(tmp_path: Path) -> None:
         assert dciodvfy_errors(path) == []
         volume, _ = seg_label_volume(path, tmp_path)
         np.testing.assert_array_equal(volume, np.stack(masks))
+
+
+def test_research_model_marks_the_seg_and_a_clinical_one_does_not(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import pydicom
+
+    sources = f.mr_series([np.zeros((20, 20), np.uint16) for _ in range(2)])
+    masks = _masks(2, (20, 20), seed=1)
+    research = replace(_manifest(), provenance={"intended_use": "Research and evaluation only."})
+    ds = pydicom.dcmread(
+        dicom_seg.write_dicom_seg(tmp_path / "r.dcm", sources, masks, research, series_description="edge-seg T2")
+    )
+    assert ds.ContentQualification == "RESEARCH"
+    assert ds.SeriesDescription == "RESEARCH USE ONLY: edge-seg T2"
+    assert ds.ContentDescription.startswith("RESEARCH USE ONLY: ")
+    clinical = replace(_manifest(), provenance={"intended_use": "Cleared for clinical use."})
+    ds = pydicom.dcmread(
+        dicom_seg.write_dicom_seg(tmp_path / "c.dcm", sources, masks, clinical, series_description="edge-seg T2")
+    )
+    assert ds.ContentQualification == "PRODUCT" and ds.SeriesDescription == "edge-seg T2"
