@@ -236,8 +236,13 @@ def seg_exclusion(record: SliceRecord) -> str | None:
 
 
 def plan_groups(series_name: str, slices: Sequence[SliceRecord]) -> tuple[list[SegGroup], dict[int, str]]:
-    """SEG groups of a series (file names fixed before any inference) and the slices no SEG can hold."""
+    """SEG groups of a series (file names fixed before any inference) and the slices no SEG can hold.
+
+    A slice at the same position as an earlier one of its group (a repeated acquisition) goes
+    into a further group: one SEG instance may not hold two frames at one plane position.
+    """
     groups: dict[tuple[Any, ...], SegGroup] = {}
+    positions: dict[tuple[Any, ...], list[tuple[float, ...]]] = {}
     left_out: dict[int, str] = {}
     for index, record in enumerate(slices):
         if record.kind != "dicom":
@@ -253,7 +258,12 @@ def plan_groups(series_name: str, slices: Sequence[SliceRecord]) -> tuple[list[S
             record.pixel_spacing,
             str(ds.get("SliceThickness", "")).strip(),
             str(ds.get("FrameOfReferenceUID", "")),
+            0,
         )
+        position = tuple(round(v, 3) for v in record.position or ())
+        while position in positions.get(key, []):
+            key = (*key[:-1], key[-1] + 1)
+        positions.setdefault(key, []).append(position)
         group = groups.setdefault(key, SegGroup(record.block, key, orientation=record.orientation))
         group.indices.append(index)
     ordered = list(groups.values())

@@ -180,3 +180,60 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+def tilted(degrees: float) -> tuple[float, ...]:
+    """Axial ImageOrientationPatient tilted about the patient's left-right axis (as a disc block is)."""
+    a = np.radians(degrees)
+    return (1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(np.sin(a)))
+
+
+def angled_blocks(
+    datasets: list[Dataset], angles: tuple[float, ...] = (-12.0, 0.0, 14.0), spacing: float = 4.0
+) -> list[list[Dataset]]:
+    """Re-acquire an axial series as len(angles) angled blocks: one series, each block tilted differently.
+
+    `datasets` are in caudal -> cranial order; block b holds the b-th equal share of them, centred
+    where those slices were, stacked `spacing` mm apart along its own tilted normal. Each copy gets a
+    new SOPInstanceUID; patient, study, series and frame of reference are kept.
+    """
+    import copy as _copy
+
+    share = len(datasets) // len(angles)
+    blocks = []
+    for b, angle in enumerate(angles):
+        members = datasets[b * share : (b + 1) * share if b < len(angles) - 1 else len(datasets)]
+        orientation = tilted(angle)
+        normal = np.cross(orientation[:3], orientation[3:])
+        centre = np.mean([[float(v) for v in ds.ImagePositionPatient] for ds in members], axis=0)
+        block = []
+        for k, source in enumerate(members):
+            ds = _copy.deepcopy(source)
+            uid = generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            offset = (k - (len(members) - 1) / 2) * spacing
+            ds.ImagePositionPatient = [f"{v:.4f}" for v in centre + normal * offset]
+            ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
+            if "SliceLocation" in ds:
+                del ds.SliceLocation
+            block.append(ds)
+        blocks.append(block)
+    return blocks
+
+
+def read_series(folder: Path) -> list[Dataset]:
+    """Every DICOM file of a folder, ordered by ImagePositionPatient z (an axial series, caudal first)."""
+    import pydicom
+
+    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir()) if p.is_file()]
+    return sorted(datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
+
+
+def raw_value(ds: Dataset, keyword: str, vr: str, value: bytes) -> Dataset:
+    """Store `value` bytes as the element, unvalidated: what a broken writer or a bit flip leaves in a file."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    tag = tag_for_keyword(keyword)
+    ds[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    return ds

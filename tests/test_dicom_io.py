@@ -300,3 +300,233 @@ def test_non_image_objects_are_skipped_by_sop_class(tmp_path: Path, sop_class: s
     assert [len(s.slices) for s in study.selected] == [1]
     (issue,) = study.skipped
     assert issue.path.name == "object" and expected in issue.reason and "not an image" in issue.reason
+
+
+# --------------------------------------------------------------------------- angled blocks and mixed planes
+
+
+def test_angled_blocks_are_grouped_ordered_along_each_normal_and_along_the_spine(tmp_path: Path) -> None:
+    axial = f.mr_series([_ramp(k) for k in range(9)], thickness=8.0)
+    blocks = f.angled_blocks(axial, angles=(-12.0, 0.0, 14.0), spacing=4.0)
+    flat = [ds for block in blocks for ds in block]
+    for i, k in enumerate([7, 2, 5, 0, 8, 3, 1, 6, 4]):  # file order unrelated to anatomy or InstanceNumber
+        flat[k].InstanceNumber = 9 - k
+        f.write(flat[k], tmp_path / "T2" / f"IM{i:02d}.ima")
+    (series,) = discover(tmp_path).selected
+    assert len(series.blocks) == 3 and "3 orientation blocks" in series.ordering
+    assert [b.slice_indices for b in series.blocks] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    expected = [tuple(float(v) for v in block[0].ImageOrientationPatient) for block in blocks]
+    assert [b.orientation for b in series.blocks] == expected
+    assert [r.sop_instance_uid for r in series.slices] == [ds.SOPInstanceUID for ds in flat]  # caudal block first
+    assert [load_pixels(r)[0, 0] for r in series.slices] == [100.0 * k for k in range(9)]
+    assert [r.block for r in series.slices] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    locations = [r.location for r in series.slices]
+    assert locations == sorted(locations)  # blocks do not overlap here: one monotonic run along the spine
+
+
+def test_orientation_rounding_within_the_tolerance_is_one_block(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(3)])
+    datasets[1].ImageOrientationPatient = ["1.0", "0.00002", "0.0", "-0.00002", "1.0", "0.0"]  # scanner rounding
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"{k}.dcm")
+    (series,) = discover(tmp_path).selected
+    assert len(series.blocks) == 1 and series.ordering == "slice position along the normal (ImagePositionPatient)"
+
+
+def test_localizer_planes_inside_an_axial_series_are_excluded_slice_by_slice(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(5)])
+    datasets[0].ImageOrientationPatient = [f"{v}" for v in f.SAGITTAL]  # a corrupted or localizer FIRST slice
+    datasets[1].ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]  # coronal
+    datasets[2].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]  # axial, but a localizer
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    study = discover(tmp_path)
+    (series,) = study.selected
+    assert [r.stem for r in series.slices] == ["IM3", "IM4"] and series.orientation == "axial"
+    left_out = {issue.path.name: issue.reason for issue in series.excluded_slices}
+    assert left_out["IM0.dcm"].startswith("sagittal orientation (rules select axial")
+    assert left_out["IM1.dcm"].startswith("coronal orientation (rules select axial")
+    assert left_out["IM2.dcm"].startswith("ImageType ORIGINAL\\PRIMARY\\LOCALIZER is LOCALIZER")
+    assert sorted(Path(issue.path).name for _, issue in study.excluded_files) == ["IM0.dcm", "IM1.dcm", "IM2.dcm"]
+
+
+def test_one_slice_claiming_ct_costs_that_slice_not_the_series(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(3)])
+    datasets[0].Modality = "CT"
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    study = discover(tmp_path)
+    (series,) = study.selected
+    assert series.modality == "MR" and [r.stem for r in series.slices] == ["IM1", "IM2"]
+    (issue,) = series.excluded_slices
+    assert issue.path.name == "IM0.dcm" and issue.reason.startswith("Modality CT (rules select MR")
+
+
+def test_rules_from_data_override_the_defaults_and_bad_rules_are_named(tmp_path: Path) -> None:
+    from edge_runtime.selection import RulesError, SelectionRules
+
+    datasets = f.mr_series([_ramp(k) for k in range(3)])
+    datasets[0].ImageType = ["DERIVED", "SECONDARY"]
+    datasets[1].ImageOrientationPatient = [f"{v}" for v in f.SAGITTAL]
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    assert [r.stem for r in discover(tmp_path).selected[0].slices] == ["IM2"]
+    rules = SelectionRules.from_dict({"planes": ["axial", "sagittal"], "exclude_image_types": []})
+    assert sorted(r.stem for r in discover(tmp_path, rules=rules).selected[0].slices) == ["IM0", "IM1", "IM2"]
+    path = tmp_path / "rules.json"
+    path.write_text('{"planes": ["axial"], "modalities": ["mr"], "exclude_image_types": ["derived"]}')
+    assert [r.stem for r in discover(tmp_path / "s", rules=SelectionRules.load(path)).selected[0].slices] == ["IM2"]
+    with pytest.raises(RulesError, match=r"unknown key\(s\) \['plane'\]"):
+        SelectionRules.from_dict({"plane": ["axial"]})
+    with pytest.raises(RulesError, match=r"unknown plane\(s\) \['oblique'\]"):
+        SelectionRules.from_dict({"planes": ["oblique"]})
+    with pytest.raises(RulesError, match="'modalities' must be a list of strings, got 'MR'"):
+        SelectionRules.from_dict({"modalities": "MR"})
+    with pytest.raises(RulesError, match="expected a JSON object, got list"):
+        SelectionRules.from_dict([])
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def test_pydicoms_bad_vr_file_beside_a_study_fails_alone_with_its_name(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    for k, ds in enumerate(f.mr_series([_ramp(k) for k in range(2)])):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "badVR.dcm").write_bytes(Path(get_testdata_file("badVR.dcm")).read_bytes())
+    study = discover(tmp_path)
+    assert [len(s.slices) for s in study.selected] == [2]
+    named = {issue.path.name: issue.reason for issue in study.skipped + study.failed}
+    assert named["badVR.dcm"] == "radiotherapy object (RT): not an image"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value", "reason"),
+    [
+        ("NumberOfFrames", "IS", b"abc ", "corrupt DICOM header: NumberOfFrames 'abc' is not an integer"),
+        ("PixelSpacing", "DS", b"1e-12\\1e-12 ", "PixelSpacing [1e-12, 1e-12] mm is implausible (allowed 0.05 < spacing <= 5.0"),
+        ("PixelSpacing", "DS", b"0\\0 ", "PixelSpacing [0.0, 0.0] mm is implausible"),
+        ("PixelSpacing", "DS", b"6\\6 ", "PixelSpacing [6.0, 6.0] mm is implausible"),
+        ("PixelSpacing", "DS", b"NaN\\1 ", "PixelSpacing [NaN, 1] is not finite"),
+        ("ImagePositionPatient", "DS", b"nan\\0\\0 ", "ImagePositionPatient [nan, 0, 0] is not finite"),
+        ("ImageOrientationPatient", "DS", b"1\\0\\0\\1\\0\\0 ", "ImageOrientationPatient [1.0, 0.0, 0.0, 1.0, 0.0, 0.0] is not"),
+        ("Columns", "US", b"\x10\x00", "Rows x Columns (16 x 16) disagree with the pixel data (640 bytes, expected 512"),
+    ],
+)
+def test_implausible_or_unreadable_header_values_fail_that_file_by_name(
+    tmp_path: Path, keyword: str, vr: str, value: bytes, reason: str
+) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(3)])
+    f.raw_value(datasets[1], keyword, vr, value)
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    study = discover(tmp_path)
+    assert [r.stem for r in study.selected[0].slices] == ["IM0", "IM2"]
+    (issue,) = study.failed
+    assert issue.path.name == "IM1.dcm" and reason in issue.reason
+
+
+def test_an_unknown_vr_from_a_flipped_byte_fails_that_file(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(2)])
+    path = f.write(datasets[1], tmp_path / "s" / "IM1.dcm")
+    f.write(datasets[0], tmp_path / "s" / "IM0.dcm")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x28\x00\x30\x00DS")  # PixelSpacing's VR
+    data[at + 4 : at + 6] = b"QQ"
+    path.write_bytes(bytes(data))
+    study = discover(tmp_path)
+    assert [r.stem for r in study.selected[0].slices] == ["IM0"]
+    (issue,) = study.failed
+    assert issue.path.name == "IM1.dcm" and "Unknown Value Representation 'QQ'" in issue.reason
+
+
+def test_a_bad_instance_number_does_not_cost_the_slice(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(2)])
+    f.raw_value(datasets[0], "InstanceNumber", "IS", b"1A")  # as in pydicom's badVR.dcm
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    study = discover(tmp_path)
+    assert [r.stem for r in study.selected[0].slices] == ["IM0", "IM1"] and study.failed == []
+    assert study.selected[0].slices[0].instance_number is None
+
+
+def test_a_slice_from_another_study_or_frame_of_reference_fails_alone(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(4)])
+    datasets[1].StudyInstanceUID = generate_uid()
+    datasets[2].FrameOfReferenceUID = generate_uid()
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    study = discover(tmp_path)
+    assert [r.stem for r in study.selected[0].slices] == ["IM0", "IM3"]
+    reasons = {issue.path.name: issue.reason for issue in study.failed}
+    assert reasons["IM1.dcm"].startswith(f"StudyInstanceUID {datasets[1].StudyInstanceUID} differs from the rest of its series")
+    assert reasons["IM2.dcm"].startswith(f"FrameOfReferenceUID {datasets[2].FrameOfReferenceUID} differs")
+
+
+def test_conflicting_sop_instance_uids_keep_both_slices_out_of_the_seg_and_a_forged_one_fails(tmp_path: Path) -> None:
+    datasets = f.mr_series([_ramp(k) for k in range(4)])
+    datasets[1].SOPInstanceUID = datasets[1].file_meta.MediaStorageSOPInstanceUID = datasets[0].SOPInstanceUID
+    datasets[3].SOPInstanceUID = datasets[2].SOPInstanceUID  # the file meta still says who it really is
+    for k, ds in enumerate(datasets[:3]):
+        f.write(ds, tmp_path / "s" / f"IM{k}.dcm")
+    datasets[3].save_as(tmp_path / "s" / "IM3.dcm", enforce_file_format=False)  # as saved by a careless editor
+    study = discover(tmp_path)
+    (series,) = study.selected
+    assert [r.stem for r in series.slices] == ["IM0", "IM1", "IM2"]
+    assert series.slices[0].seg_excluded == f"SOPInstanceUID is also claimed by {tmp_path / 's' / 'IM1.dcm'} (different content)"
+    assert series.slices[1].seg_excluded.endswith("IM0.dcm (different content)") and series.slices[2].seg_excluded is None
+    (forged,) = study.failed
+    assert forged.path.name == "IM3.dcm" and "differs from the file meta's MediaStorageSOPInstanceUID" in forged.reason
+
+
+def test_hidden_files_fifos_and_linked_folders_are_listed_with_reasons(tmp_path: Path) -> None:
+    import os
+
+    f.write(f.mr_series([_ramp(0)])[0], tmp_path / "s" / "IM0.dcm")
+    (tmp_path / "s" / ".DS_Store").write_bytes(b"Bud1")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "IM9.dcm").write_bytes(b"x")
+    os.mkfifo(tmp_path / "s" / "pipe")
+    os.symlink(tmp_path / "s", tmp_path / "again")
+    os.symlink(tmp_path / "nowhere.dcm", tmp_path / "s" / "dangling.dcm")
+    study = discover(tmp_path)  # must not block on the FIFO nor follow the folder link
+    reasons = {issue.path.name: issue.reason for issue in study.skipped}
+    assert reasons[".DS_Store"].startswith("hidden file") and reasons["IM9.dcm"].startswith("hidden file")
+    assert reasons["pipe"] == "not a regular file (FIFO, socket or device): not read"
+    assert reasons["again"] == "symbolic link to a folder: not followed"
+    assert reasons["dangling.dcm"].startswith("broken link or vanished file")
+    assert study.n_files == 6 and [len(s.slices) for s in study.selected] == [1]
+
+
+def test_undecodable_file_names_become_safe_stems_and_display_paths(tmp_path: Path) -> None:
+    import os
+
+    from edge_runtime.inputs import display_path
+
+    name = os.fsdecode(b"IM\xff\n01.dcm")
+    f.write(f.mr_series([_ramp(0)])[0], tmp_path / "s" / name)
+    (record,) = discover(tmp_path).selected[0].slices
+    assert record.stem == "IM_xff_x0a01"  # ASCII: usable as an output file name everywhere
+    assert display_path(record.path).endswith("IM\\xff\\x0a01.dcm")
+    display_path(record.path).encode("utf-8")  # no surrogates left
+
+
+def test_decoding_never_modifies_the_kept_header(tmp_path: Path) -> None:
+    f.write(f.mr_series([_ramp(0)])[0], tmp_path / "s" / "IM0.dcm")
+    (record,) = discover(tmp_path).selected[0].slices
+    before = {e.tag: e.value for e in record.dataset}
+    np.testing.assert_array_equal(load_pixels(record), _ramp(0).astype(np.float32))
+    np.testing.assert_array_equal(load_pixels(record), _ramp(0).astype(np.float32))
+    assert {e.tag: e.value for e in record.dataset} == before and "PixelData" not in record.dataset
+    assert not hasattr(record.dataset, "_pixel_array") or record.dataset._pixel_array is None
+
+
+def test_a_file_replaced_between_discovery_and_decoding_fails_by_name(tmp_path: Path) -> None:
+    first, other = f.mr_series([_ramp(0)])[0], f.mr_series([_ramp(1)])[0]
+    path = f.write(first, tmp_path / "s" / "IM0.dcm")
+    (record,) = discover(tmp_path).selected[0].slices
+    f.write(other, path)
+    with pytest.raises(SliceDecodeError, match=r"IM0\.dcm: file changed during the run \(SOPInstanceUID"):
+        load_pixels(record)
