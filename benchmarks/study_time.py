@@ -1,0 +1,195 @@
+"""Whole-study time: `edge-seg run` on one 15-slice DICOM study, end to end, in fresh processes.
+
+    python -m benchmarks.study_time [--runs 5] [--threads N] [--backend auto] [--format all] [--json out.json]
+
+Writes a seeded 15-slice synthetic study (edge-seg synth), runs the CLI once to warm the disk
+cache and the backend choice, then `--runs` timed runs. Each run is a new process, as on a
+scanner-side box: wall time and peak RSS come from the operating system (os.wait4), the stage
+breakdown from the run's own report.json, and "start-up" is what the process spent outside
+run_command (interpreter, imports before the command, exit). `edge-seg --help` and bare
+interpreter start are timed the same way. Medians are printed; treat them as ratios when the
+machine is busy (its load average is printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STUDY_SLICES = 15
+_SCRIPT = Path(sys.executable).with_name("edge-seg")  # the console script a user types
+CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "edge_runtime.cli"]
+
+
+@dataclass
+class ProcessRun:
+    """One finished child process."""
+
+    wall_s: float
+    peak_rss_bytes: int
+    returncode: int
+    cpu_s: float = 0.0  # user + system CPU time of the child: less sensitive to a busy machine than wall
+    stderr_tail: str = ""
+
+
+@dataclass
+class StudyTime:
+    """Everything one benchmark measured."""
+
+    command: list[str]
+    load_average: list[float]
+    warmup: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    help: list[ProcessRun] = field(default_factory=list)
+    python: list[ProcessRun] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_measured(argv: list[str], env: dict[str, str], timeout_s: float = 300.0) -> ProcessRun:
+    """Run `argv`: wall time from spawn to reap, and that child's own peak RSS from os.wait4."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=PROJECT_ROOT)
+        deadline = start + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                raise subprocess.TimeoutExpired(argv, timeout_s)
+            time.sleep(0.002)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-400:]
+    scale = 1 if sys.platform == "darwin" else 1024
+    return ProcessRun(wall, int(usage.ru_maxrss) * scale, proc.returncode, usage.ru_utime + usage.ru_stime, tail)
+
+
+def make_study(folder: Path, env: dict[str, str], seed: int = 0) -> Path:
+    """A seeded synthetic DICOM study with exactly STUDY_SLICES axial slices (edge-seg synth)."""
+    data = folder / "synth"
+    subprocess.run([*CLI, "synth", str(data), "--patients", "8", "--seed", str(seed), "--dicom"], env=env,
+                   check=True, capture_output=True, cwd=PROJECT_ROOT)
+    for series in sorted((data / "01_MRI_Data").glob("*/*")):
+        if series.is_dir() and not series.name.endswith("_labels") and len(list(series.glob("*.ima"))) == STUDY_SLICES:
+            study = folder / "study" / series.name
+            shutil.copytree(series, study)
+            return study
+    raise RuntimeError(f"no {STUDY_SLICES}-slice series among 8 synthetic patients (seed {seed})")
+
+
+def _stage_breakdown(report: dict[str, Any], wall_s: float) -> dict[str, float]:
+    timings = {k: float(v) for k, v in report["timings_s"].items() if isinstance(v, int | float)}
+    timings.pop("inference_ms_per_slice", None)
+    total = timings.get("total", 0.0)
+    return {"wall": wall_s, "startup_and_exit": wall_s - total, **timings}
+
+
+def measure_study(
+    study: Path, out: Path, env: dict[str, str], runs: int, threads: int | None, backend: str, formats: str
+) -> StudyTime:
+    argv = [*CLI, "run", str(study), "-o", str(out), "--overwrite", "--backend", backend, "--format", formats]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    warm = run_measured(argv, env)  # fills the disk cache, the backend choice and OpenVINO's blob cache
+    if warm.returncode not in (0, 1):
+        raise RuntimeError(f"edge-seg run failed ({warm.returncode}): {warm.stderr_tail}")
+    result = StudyTime(argv, [round(v, 2) for v in os.getloadavg()], asdict(warm))
+    for _ in range(runs):
+        done = run_measured(argv, env)
+        report = json.loads((out / "report.json").read_text())
+        entry = asdict(done) | {
+            "stages_s": _stage_breakdown(report, done.wall_s),
+            "backend": report["model"]["backend"],
+            "threads": report["model"]["threads"],
+            "slices": sum(s["n_slices"] for s in report["series"]),
+            "outputs": sorted({k for s in report["series"] for k in s.get("outputs", {})}),
+        }
+        result.runs.append(entry)
+    for _ in range(runs):
+        result.help.append(run_measured([*CLI, "--help"], env))
+        result.python.append(run_measured([sys.executable, "-c", "pass"], env))
+    return result
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def markdown(result: StudyTime) -> str:
+    runs = result.runs
+    stages: dict[str, list[float]] = {}
+    for run in runs:
+        for key, value in run["stages_s"].items():
+            stages.setdefault(key, []).append(value)
+    first = runs[0] if runs else {}
+    walls = [r["wall_s"] for r in runs]
+    cpus = [r["cpu_s"] for r in runs]
+    rss_mb = [r["peak_rss_bytes"] / 1e6 for r in runs]
+    help_s = [r.wall_s for r in result.help]
+    lines = [
+        f"`{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(result.command))}`",
+        "",
+        f"{first.get('slices', '?')} slices, backend {first.get('backend', '?')}, {first.get('threads', '?')} threads, "
+        f"outputs {', '.join(first.get('outputs', []))}; load average at start {result.load_average}",
+        "",
+        "| measure | median | runs |",
+        "|---|---:|---|",
+        f"| wall s | {_median(walls):.3f} | {', '.join(f'{v:.2f}' for v in walls)} |",
+        f"| CPU s (user + system) | {_median(cpus):.3f} | {', '.join(f'{v:.2f}' for v in cpus)} |",
+        f"| peak RSS MB | {_median(rss_mb):.0f} | {', '.join(f'{v:.0f}' for v in rss_mb)} |",
+        f"| `edge-seg --help` s | {_median(help_s):.3f} | {', '.join(f'{v:.2f}' for v in help_s)} |",
+        f"| `edge-seg --help` CPU s | {_median([r.cpu_s for r in result.help]):.3f} | |",
+        f"| `python -c pass` s | {_median([r.wall_s for r in result.python]):.3f} | |",
+        f"| first run (warm-up: backend choice, caches) s | {result.warmup['wall_s']:.3f} | "
+        f"peak RSS {result.warmup['peak_rss_bytes'] / 1e6:.0f} MB |",
+        "",
+        "| stage | median s |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {_median(values):.3f} |" for name, values in stages.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--format", default="all", help="edge-seg run --format (default: every output)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder instead of a temporary one")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    work = Path(tempfile.mkdtemp(prefix="edge-seg-study-time-")) if args.keep is None else args.keep
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "EDGE_SEG_CACHE_DIR": str(work / "cache")}
+    try:
+        study = make_study(work, env)
+        result = measure_study(study, work / "out", env, args.runs, args.threads, args.backend, args.format)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    sys.stdout.write(markdown(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
