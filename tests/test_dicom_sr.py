@@ -131,6 +131,7 @@ def test_one_planar_group_per_slice_with_area_severity_and_polyline(study: Study
         assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == finding.source.SOPInstanceUID
         assert group.finding_type.value == "37554007"
     assert {g.get_qualitative_evaluations()[0].value.value for g in planar} == set(SEVERITY.values())
+    assert all(not g.finding_sites for g in planar)  # no justified level name: no site repeated per slice
 
 
 def test_one_volumetric_group_per_level_with_minimum_referencing_the_ts_segment(study: Study, written: Path) -> None:
@@ -203,6 +204,7 @@ def test_justified_level_names_become_finding_sites(tmp_path: Path) -> None:
     sites = [[s.value.value for s in g.finding_sites] for g in volumetric]
     assert sites == [["122496007", "243927000"], ["122496007", "243923001"]]  # lumbar spine + L5/S1, L4/L5
     assert "L5-S1" in volumetric[0].tracking_identifier and "(L4-L5)" in planar[4].tracking_identifier
+    assert [[s.value.value for s in g.finding_sites] for g in planar] == [["243927000"]] * 3 + [["243923001"]] * 3
 
 
 def test_sr_is_valid_for_dciodvfy(written: Path) -> None:
