@@ -70,8 +70,12 @@ class UsageError(ValueError):
     """Bad command-line values: exit status 2."""
 
 
-class RunInterrupted(Exception):
-    """SIGTERM/SIGHUP arrived: stop, drop the staged files, release the lock."""
+class RunInterrupted(BaseException):
+    """SIGTERM/SIGHUP arrived: stop, drop the staged files, release the lock.
+
+    A BaseException, like KeyboardInterrupt, so the per-slice and per-writer guards
+    (`except Exception`) never swallow it as one slice's failure.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by signal {signal.Signals(signum).name}")

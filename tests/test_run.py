@@ -351,7 +351,7 @@ def test_a_slice_whose_output_cannot_be_written_fails_alone(
     assert _run(tmp_path, bands, "formats", "png,report") == 1
     slices = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
     assert [e["status"] for e in slices] == ["ok", "failed", "ok"]
-    assert "writing the label PNG failed (OSError: [Errno 28] No space left on device)" == slices[1]["reason"]
+    assert slices[1]["reason"] == "writing the label PNG failed (OSError: [Errno 28] No space left on device)"
     assert slices[1]["areas"]["TS"] > 0  # measured before the write failed, still reported
     labels = tmp_path / "out" / "T2_TSE_TRA_0005" / "labels"
     assert sorted(p.name for p in labels.iterdir()) == sorted(f"{s}.png" for s in (_stems(3)[0], _stems(3)[2]))
@@ -388,3 +388,331 @@ def test_non_square_slices_keep_their_size_through_masks_npy_and_seg(tmp_path: P
             [e["sop_instance_uid"] for e in series["slices"]], combine_segments=True, assert_missing_frames_are_empty=True
         )
         np.testing.assert_array_equal(decoded, np.stack(masks))
+
+
+# --------------------------------------------------------------------------- issue 11: real-world studies
+
+
+EXAMPLE = REPO / "examples" / "study"
+
+
+def _tool(name: str, package: str) -> str:
+    import shutil
+
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (Debian package {package}: apt-get install -y {package})")
+    return found
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    done = subprocess.run([_tool("dciodvfy", "dicom3tools"), str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def _dcmdump(path: Path) -> str:
+    done = subprocess.run([_tool("dcmdump", "dcmtk"), "+L", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _write_angled_example(folder: Path) -> list[str]:
+    """The example study re-acquired as three angled blocks, files in scrambled order; returns SOP UIDs caudal -> cranial."""
+    blocks = f.angled_blocks(f.read_series(EXAMPLE), angles=(-12.0, 0.0, 14.0))
+    flat = [ds for block in blocks for ds in block]
+    order = np.random.default_rng(7).permutation(len(flat))
+    for name, k in enumerate(order):
+        f.write(flat[k], folder / "T2_TSE_TRA" / f"{name:08d}")
+    return [ds.SOPInstanceUID for ds in flat]
+
+
+def test_three_angled_blocks_get_every_mask_in_order_and_one_valid_seg_per_block(tmp_path: Path) -> None:
+    hd = pytest.importorskip("highdicom")
+    uids = _write_angled_example(tmp_path / "in")
+    assert run_command(input=tmp_path / "in", output=tmp_path / "out") == 0
+    assert run_command(input=EXAMPLE, output=tmp_path / "flat", formats="npy,report") == 0  # same pixels, no tilt
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (series,) = report["series"]
+    assert [e["sop_instance_uid"] for e in series["slices"]] == uids  # block by block, caudal to cranial
+    assert [e["status"] for e in series["slices"]] == ["ok"] * 12 and report["failed"] == []
+    assert [(b["n_slices"], b["first_index"]) for b in series["blocks"]] == [(4, 0), (4, 4), (4, 8)]
+    assert [e["block"] for e in series["slices"]] == [0] * 4 + [1] * 4 + [2] * 4
+    masks = np.load(tmp_path / "out" / "T2_TSE_TRA" / "T2_TSE_TRA_labels.npy")
+    np.testing.assert_array_equal(masks, np.load(tmp_path / "flat" / "study" / "study_labels.npy"))
+    for entry, mask in zip(series["slices"], masks, strict=True):
+        png = np.asarray(Image.open(tmp_path / "out" / "T2_TSE_TRA" / "labels" / f"{entry['stem']}.png"))
+        np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+    segs = sorted((tmp_path / "out" / "T2_TSE_TRA").glob("*_seg.dcm"))
+    assert [p.name for p in segs] == [f"T2_TSE_TRA_block{k}_seg.dcm" for k in (1, 2, 3)]
+    covered = []
+    for block, path in zip(series["blocks"], segs, strict=True):
+        assert _dciodvfy_errors(path) == []
+        dump = _dcmdump(path)
+        assert "(0008,0016) UI =SegmentationStorage" in dump and "(0028,0008) IS [16]" in dump
+        assert "(0062,0002) SQ (Sequence with explicit length #=4)" in dump  # SegmentSequence: IVD, PE, TS, AAP
+        seg = hd.seg.segread(path)
+        assert int(seg.NumberOfFrames) == 4 * 4  # every slice, every segment: no omitted frames to shift
+        orientation = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+        assert [float(v) for v in orientation] == pytest.approx(block["orientation"], abs=1e-6)
+        for index in range(block["first_index"], block["last_index"] + 1):
+            entry = series["slices"][index]
+            decoded = seg.get_pixels_by_source_instance(
+                [entry["sop_instance_uid"]], combine_segments=True, assert_missing_frames_are_empty=True
+            )
+            np.testing.assert_array_equal(decoded[0], masks[index])
+            covered.append(entry["sop_instance_uid"])
+    assert sorted(covered) == sorted(uids)
+    levels = series["levels"]
+    assert [lv["block"] for lv in levels] == sorted(lv["block"] for lv in levels)  # levels follow the spine
+
+
+def test_a_localizer_inside_the_series_is_left_out_by_name_and_the_axial_slices_finish(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    slices = [band_model.banded_slice(shift=s) for s in (0, 2, 4, 1, 3)]
+    datasets = f.mr_series([raw for raw, _ in slices])
+    datasets[0].ImageOrientationPatient = [f"{v}" for v in f.SAGITTAL]  # 3-plane localizer in the same series
+    datasets[1].ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
+    datasets[2].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k}.dcm")
+    assert _run(tmp_path, bands) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (series,) = report["series"]
+    assert [(e["stem"], e["status"]) for e in series["slices"]] == [("IM3", "ok"), ("IM4", "ok")]
+    excluded = {Path(e["path"]).name: e["reason"] for e in report["excluded"]}
+    assert sorted(excluded) == ["IM0.dcm", "IM1.dcm", "IM2.dcm"] and excluded["IM0.dcm"].startswith("sagittal orientation")
+    assert {e["series"] for e in report["excluded"]} == {"T2"}
+    err = capsys.readouterr().err
+    assert "excluded" in err and "IM2.dcm: ImageType ORIGINAL\\PRIMARY\\LOCALIZER is LOCALIZER" in err
+    rows = {Path(r["source"]).name: r["status"] for r in csv.DictReader((tmp_path / "out" / "report.csv").open())}
+    assert rows == {"IM3.dcm": "ok", "IM4.dcm": "ok", "IM0.dcm": "excluded", "IM1.dcm": "excluded", "IM2.dcm": "excluded"}
+
+
+def test_pydicoms_bad_vr_file_beside_a_good_study_costs_only_itself(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    masks = _write_study(tmp_path / "in", shifts=[0, 2, 4])
+    (tmp_path / "in" / "badVR.dcm").write_bytes(Path(get_testdata_file("badVR.dcm")).read_bytes())
+    assert _run(tmp_path, bands) in (0, 1)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (series,) = report["series"]
+    assert [e["status"] for e in series["slices"]] == ["ok"] * 3
+    for stem, mask in zip(_stems(3), masks, strict=True):
+        png = np.asarray(Image.open(tmp_path / "out" / "T2_TSE_TRA_0005" / "labels" / f"{stem}.png"))
+        np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+    named = {Path(i["path"]).name: i["reason"] for i in report["skipped"] + report["failed"]}
+    assert named["badVR.dcm"] == "radiotherapy object (RT): not an image"
+    assert "badVR.dcm: radiotherapy object (RT): not an image" in capsys.readouterr().err
+    assert report["n_input_files"] == 4
+
+
+def test_every_input_is_accounted_for_in_the_report(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 1, 2, 3])
+    folder = tmp_path / "in" / "T2_TSE_TRA_0005"
+    f.raw_value(f.mr_series([band_model.banded_slice(0)[0]])[0], "NumberOfFrames", "IS", b"abc ").save_as(folder / "frames.dcm")
+    (folder / ".DS_Store").write_bytes(b"Bud1")
+    f.truncate(folder / "IM0002.ima", 0.4)
+    assert _run(tmp_path, bands) == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    named = {e["source"] for s in report["series"] for e in s["slices"]}
+    named |= {i["path"] for k in ("excluded", "skipped", "failed") for i in report[k]}
+    on_disk = {str(p) for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    assert on_disk <= named and report["n_input_files"] == len(on_disk) == 6
+    failed = {Path(i["path"]).name: i["reason"] for i in report["failed"]}
+    assert failed["frames.dcm"] == "corrupt DICOM header: NumberOfFrames 'abc' is not an integer"
+    assert failed["IM0002.ima"].startswith("truncated")
+    assert [e["status"] for e in report["series"][0]["slices"]].count("ok") == 3
+
+
+# --------------------------------------------------------------------------- output ownership
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from edge_runtime.outputs import OutputLock, holder_info
+lock = OutputLock(Path(sys.argv[1]))
+lock.acquire(holder_info(Path("elsewhere")))
+print("locked", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def test_a_second_run_into_a_locked_folder_refuses_with_exit_2_naming_the_holder(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 1])
+    (tmp_path / "out").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "out")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _run(tmp_path, bands) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by edge-seg run pid {holder.pid} on" in err and "(input elsewhere)" in err
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".edge-seg.lock"]  # nothing of ours
+    finally:
+        holder.communicate("", timeout=30)
+    assert _run(tmp_path, bands) == 0  # the lock died with its holder
+    assert not (tmp_path / "out" / ".edge-seg.lock").exists()
+
+
+def test_two_concurrent_runs_into_one_folder_one_refuses_with_exit_2(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 1, 2, 3, 4, 5])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "edge_runtime.cli", "run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+               "--model", str(bands), "--json"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+            for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
+    assert sorted(code for code, _, _ in results) == [0, 2]
+    (winner,) = [out for code, out, _ in results if code == 0]
+    (loser,) = [err for code, _, err in results if code == 2]
+    assert "is in use by edge-seg run pid" in loser or "already exists; use --overwrite" in loser
+    summary = json.loads(winner)
+    on_disk = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert on_disk == sorted(summary["relative_files"]) and summary["n_slices_segmented"] == 6
+
+
+def test_overwrite_leaves_exactly_this_runs_files(tmp_path: Path, bands: Path) -> None:
+    _write_study(tmp_path / "in", shifts=[0, 1, 2])
+    other = f.mr_series([band_model.banded_slice(shift=3)[0]], description="T1_TSE_TRA")
+    f.write(other[0], tmp_path / "in" / "T1_TSE_TRA" / "IM1.dcm")
+    assert _run(tmp_path, bands) == 0
+    out = tmp_path / "out"
+    assert (out / "T1_TSE_TRA").is_dir()
+    (out / "my_notes.txt").write_text("not edge-seg's\n")
+    import shutil
+
+    shutil.rmtree(tmp_path / "in" / "T1_TSE_TRA")  # the second run no longer sees that series
+    f.truncate(tmp_path / "in" / "T2_TSE_TRA_0005" / "IM0002.ima", 0.5)  # and one slice now fails
+    assert _run(tmp_path, bands, "overwrite", True) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert on_disk == set(summary["relative_files"]) | {"my_notes.txt"}
+    assert not (out / "T1_TSE_TRA").exists()
+    assert "--overwrite: removed T1_TSE_TRA, written by the previous run, not by this one" in summary["notes"]
+    labels = sorted(p.name for p in (out / "T2_TSE_TRA_0005" / "labels").iterdir())
+    assert labels == ["IM0001.png", "IM0003.png"]  # the failed slice's old mask is gone
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def test_output_problems_are_found_before_inference(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    _write_study(tmp_path / "in", shifts=[0])
+    (tmp_path / "file").write_text("x")
+    assert _run(tmp_path, bands, out="file") == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a folder" in err and "segmenting" not in err
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))  # 1 MiB left
+    assert _run(tmp_path, bands) == 2
+    err = capsys.readouterr().err
+    assert "only 1 MiB free in" in err and "this run needs about" in err and "segmenting" not in err
+    assert not (tmp_path / "out").exists()
+
+
+_SLOW_STUDY = 120
+
+
+def _start_slow_run(tmp_path: Path, bands: Path) -> subprocess.Popen:
+    import time as clock
+
+    slices = [band_model.banded_slice(shift=k % 6)[0] for k in range(_SLOW_STUDY)]
+    for k, ds in enumerate(f.mr_series(slices, thickness=1.0)):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k:04d}.dcm")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "edge_runtime.cli", "run", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+               "--model", str(bands)]
+    run_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    deadline = clock.monotonic() + 120
+    while clock.monotonic() < deadline:  # wait until it is writing into its staging folder
+        staged = list((tmp_path / "out").glob(".edge-seg-staging-*/T2/labels/*.png")) if (tmp_path / "out").exists() else []
+        if staged:
+            return run_process
+        assert run_process.poll() is None, run_process.stderr.read()
+        clock.sleep(0.01)
+    raise AssertionError("the run never started writing")
+
+
+def test_a_terminated_run_leaves_no_staging_lock_or_temp_file(tmp_path: Path, bands: Path) -> None:
+    import signal
+
+    run_process = _start_slow_run(tmp_path, bands)
+    run_process.send_signal(signal.SIGTERM)
+    assert run_process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "stopped by signal SIGTERM; nothing written, staged files removed" in run_process.stderr.read()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(tmp_path: Path, bands: Path) -> None:
+    import signal
+
+    run_process = _start_slow_run(tmp_path, bands)
+    run_process.send_signal(signal.SIGKILL)  # no handler runs: the staging folder stays behind
+    run_process.wait(timeout=60)
+    (left,) = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".edge-seg-staging-")]
+    assert _run(tmp_path, bands, "formats", "png,report") == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert f"removed the staging files of an interrupted run: {left}" in summary["notes"]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
+    assert len(summary["relative_files"]) == _SLOW_STUDY + 3
+
+
+def test_any_bytes_in_a_file_name_are_safe_in_every_output(tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture) -> None:
+    raw, mask = band_model.banded_slice(shift=2)
+    name = os.fsdecode(b"IM\xff\xfe [red]x\n,\"q\".dcm")
+    f.write(f.mr_series([raw])[0], tmp_path / "in" / os.fsdecode(b"S\xe9rie") / name)
+    assert _run(tmp_path, bands) == 0
+    out = tmp_path / "out"
+    for path in out.rglob("*"):
+        path.name.encode("ascii")  # every output name is plain ASCII
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    (entry,) = report["series"][0]["slices"]
+    assert entry["source"].endswith("S\\xe9rie/IM\\xff\\xfe [red]x\\x0a,\"q\".dcm")
+    rows = list(csv.DictReader((out / "report.csv").open(encoding="utf-8")))
+    assert rows[0]["source"] == entry["source"]
+    png = np.asarray(Image.open(out / report["series"][0]["name"] / "labels" / f"{entry['stem']}.png"))
+    np.testing.assert_array_equal(mendeley_to_ids(png), mask)
+    json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"a string"', "CLASSES"], ids=["list", "null", "string", "classes-string"])
+def test_a_hostile_manifest_is_refused_with_exit_2_not_a_traceback(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture, content: str
+) -> None:
+    _write_study(tmp_path / "in", shifts=[0])
+    model = tmp_path / "m" / bands.name
+    model.parent.mkdir()
+    model.write_bytes(bands.read_bytes())
+    manifest = json.loads((bands.parent / f"{bands.name}.json").read_text())
+    text = json.dumps(manifest | {"classes": "IVD,PE,TS,AAP"}) if content == "CLASSES" else content
+    (tmp_path / "m" / f"{bands.name}.json").write_text(text)
+    assert _run(tmp_path, model) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and bands.name in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rules_file_and_series_override_the_default_selection(tmp_path: Path, bands: Path) -> None:
+    datasets = f.mr_series([band_model.banded_slice(shift=s)[0] for s in (0, 1, 2)])
+    datasets[0].ImageType = ["DERIVED", "PRIMARY"]
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k}.dcm")
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"exclude_image_types": ["LOCALIZER"]}))
+    assert _run(tmp_path, bands, "rules", rules, "formats", "report") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [e["stem"] for e in report["series"][0]["slices"]] == ["IM0", "IM1", "IM2"] and report["excluded"] == []
+    assert report["selection_rules"]["exclude_image_types"] == ["LOCALIZER"]
+    rules.write_text('{"planes": "axial"}')
+    assert _run(tmp_path, bands, "rules", rules, out="o2") == 2
