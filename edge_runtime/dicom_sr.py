@@ -135,7 +135,7 @@ def _area(value: float, thresholds: StenosisThresholds | None, source: Any | Non
             normal_range_properties=hd.sr.NormalRangeProperties(
                 values=[lower],
                 description=thresholds_statement(thresholds),
-                authority="edge-seg run stenosis thresholds (--ts-relative-mm2, --ts-absolute-mm2)",
+                authority="edge-seg run stenosis thresholds (--ts-relative, --ts-absolute)",
             )
         )
         derivation = _coded(c.MINIMUM)

@@ -84,3 +84,12 @@ def mhd_geometry(path: Path) -> dict[str, list[float]]:
         key: [float(v) for v in re.search(rf"^{key} = (.*)$", text, re.MULTILINE).group(1).split()]  # type: ignore[union-attr]
         for key in ("Offset", "ElementSpacing")
     }
+
+
+def dsrdump_problems(path: Path) -> list[str]:
+    """Lines where dcmtk's dsrdump (an SR reader of its own) warns or errs on `path`, plus its exit status."""
+    tool = _tool("dsrdump", "apt-get install -y dcmtk")
+    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+    lines = (result.stdout + result.stderr).splitlines()
+    problems = [line for line in lines if line.startswith(("W:", "E:", "F:"))]
+    return problems + ([f"exit status {result.returncode}"] if result.returncode else [])

@@ -9,7 +9,7 @@ import dicom_factory as f
 import numpy as np
 import pydicom
 import pytest
-from dicom_readers import dciodvfy_errors, tid1500_json
+from dicom_readers import dciodvfy_errors, dsrdump_problems, tid1500_json
 
 from edge_runtime import dicom_seg, dicom_sr, outline
 from edge_runtime.level_names import name_levels
@@ -209,6 +209,10 @@ def test_justified_level_names_become_finding_sites(tmp_path: Path) -> None:
 
 def test_sr_is_valid_for_dciodvfy(written: Path) -> None:
     assert dciodvfy_errors(written) == []
+
+
+def test_dcmtk_reads_the_sr_tree_without_a_warning(written: Path) -> None:
+    assert dsrdump_problems(written) == []
 
 
 def test_dcmqi_reads_the_same_areas_grades_and_references(study: Study, written: Path, tmp_path: Path) -> None:

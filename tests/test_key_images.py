@@ -171,3 +171,18 @@ def test_no_sac_means_no_sr_and_a_note(tmp_path: Path) -> None:
         report_outputs.write_series_sr(tmp_path / "sr.dcm", found, manifest, StenosisThresholds(), intended_use(manifest)) is None
     )
     assert any("no slice with a thecal sac" in n for n in found.notes) and not (tmp_path / "sr.dcm").exists()
+
+
+def test_without_highdicom_the_sr_is_a_note_and_the_sheet_png_only(monkeypatch: pytest.MonkeyPatch, measured: tuple) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(report_outputs, "highdicom_missing", lambda: report_outputs.SR_INSTALL_HINT)
+    series = SimpleNamespace(name="T2", kind="dicom", slices=[SimpleNamespace(kind="dicom", dataset=measured[0][0])])
+    assert report_outputs.planned_summaries(Path("out"), [series]) == [Path("out/key_images.png")]
+    outcome = SimpleNamespace(notes=[], failed=[], measurement=measured[2], outputs={}, findings=None)
+    result = SimpleNamespace(
+        series=series, outcome=outcome, masks={0: None}, images={}, manifest=_manifest(), folder=Path("out/T2")
+    )
+    report_outputs.SrWriter().write(result, outputs=None)
+    assert outcome.notes == ["DICOM SR and key-image DICOM need highdicom: pip install 'edge-seg[dicom-seg]'"]
+    assert outcome.findings is None and not outcome.failed
