@@ -138,3 +138,25 @@ def test_bench_real_agrees_with_the_independent_scorer(tmp_path: Path) -> None:
     ivd = float(re.search(r"IVD Dice mean ([0-9.]+)", line).group(1))
     assert ts == pytest.approx(summary["ts_dice"], abs=6e-4)
     assert ivd == pytest.approx(summary["ivd_dice"], abs=6e-4)
+
+
+def test_cli_bench_real_exits_2_naming_a_missing_folder(tmp_path: Path) -> None:
+    reference = tmp_path / "ref.jsonl"
+    reference.write_text('{"slice": "a", "ivd": null, "ts": [[1, 1], [5, 1], [5, 5]]}\n')
+    exe = Path(sys.executable).with_name("edge-seg")
+    result = subprocess.run([str(exe), "bench", "real", "--images", str(tmp_path / "nope"), "--reference", str(reference)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "nope: image folder not found" in result.stderr
+
+
+@needs_real
+def test_cli_bench_real_prints_the_table_and_writes_its_files(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("edge-seg")
+    result = subprocess.run([str(exe), "bench", "real", "--images", str(REAL), "--reference", str(REAL / "reference.jsonl"),
+                             "-o", str(tmp_path), "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "| contrast | slices | TS Dice | IVD Dice |" in result.stdout and "| T1 | 13 |" in result.stdout
+    saved = json.loads((tmp_path / "real.json").read_text())
+    assert saved["summary"]["all"]["slices"] == 30 and len(saved["slices"]) == 30
+    assert (tmp_path / "real.md").read_text().startswith("# Real slices")
