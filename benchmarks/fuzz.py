@@ -452,8 +452,17 @@ def _display(path: Path) -> str:
     return display_path(path)
 
 
-def check_outputs(out: Path) -> list[str]:
-    """Leftover temp/staging/lock files and output files that do not parse."""
+def dciodvfy_errors(path: Path) -> list[str] | None:
+    """dciodvfy's 'Error' lines for a DICOM file (dicom3tools), or None when dciodvfy is not installed."""
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        return None
+    done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120, errors="replace")
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def check_outputs(out: Path, validate: bool = True) -> list[str]:
+    """Leftover temp/staging/lock files, output files that do not parse, DICOM outputs dciodvfy rejects."""
     import numpy as np
     import pydicom
     from PIL import Image
@@ -480,6 +489,9 @@ def check_outputs(out: Path) -> list[str]:
             elif path.suffix == ".dcm":
                 for element in pydicom.dcmread(path).iterall():  # every value decodes
                     _ = element.value
+                errors = dciodvfy_errors(path) if validate else None
+                if errors:
+                    problems.append(f"invalid DICOM {path.relative_to(out)} (dciodvfy: {errors[0][:160]})")
             else:
                 problems.append(f"unexpected output {path.relative_to(out)}")
         except Exception as exc:
@@ -671,10 +683,11 @@ def totals(outcomes: list[Outcome]) -> dict[str, Any]:
         "changed_inputs": problem_kinds.get("input", 0),
         "leftover_files": problem_kinds.get("leftover", 0),
         "corrupt_outputs": problem_kinds.get("corrupt", 0) + problem_kinds.get("unexpected", 0),
+        "invalid_dicom_outputs": problem_kinds.get("invalid", 0),
         "unnamed_inputs": problem_kinds.get("not", 0),
         "good_slices_lost": problem_kinds.get("good", 0),
         "other_problems": sum(v for k, v in problem_kinds.items() if k not in {
-            "traceback", "hang", "exit", "input", "leftover", "corrupt", "unexpected", "not", "good"}),
+            "traceback", "hang", "exit", "input", "leftover", "corrupt", "unexpected", "invalid", "not", "good"}),
         "variants_with_problems": sum(1 for o in outcomes if o.problems),
         "max_seconds": round(max((o.seconds for o in outcomes), default=0.0), 2),
         "mean_seconds": round(sum(o.seconds for o in outcomes) / max(1, len(outcomes)), 3),

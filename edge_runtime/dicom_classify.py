@@ -6,6 +6,7 @@ attribute, so a corrupted header costs its own file (with a reason), never the s
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ NON_IMAGE_MODALITIES = {
     "DOC": "encapsulated document (DOC)",
 }
 MAX_SIDE = 16384  # Rows/Columns beyond this are a corrupt header, not a slice
+# A DICOM UID (PS3.5 9.1): digits in dot-separated components, no leading zeros, at most 64 characters.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# Identity UIDs a slice's outputs copy or reference: one that is not a UID is corruption, not a new series.
+IDENTITY_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID")
 
 
 class HeaderError(ValueError):
@@ -296,7 +301,11 @@ def _pixel_length_problem(dataset: Any, rows: int, columns: int, bits: int) -> s
 
 
 def identity_problem(dataset: Any) -> str | None:
-    """The data set's SOP instance/class must match its own file meta (else the file was edited or corrupted)."""
+    """Identity UIDs must be UIDs, and SOP instance/class must match the file meta (else the file was edited or corrupted)."""
+    for keyword in IDENTITY_UIDS:
+        value = text_attr(dataset, keyword)
+        if value and (len(value) > 64 or not _UID.match(value)):
+            return f"{keyword} {value[:70]!r} is not a valid DICOM UID"
     meta = getattr(dataset, "file_meta", None)
     if meta is None:
         return None

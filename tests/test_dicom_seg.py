@@ -128,3 +128,92 @@ def test_missing_highdicom_gives_a_one_line_hint(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(dicom_seg.importlib.util, "find_spec", lambda name: None)
     hint = dicom_seg.seg_unavailable_reason()
     assert hint is not None and "pip install 'edge-seg[dicom-seg]'" in hint and "\n" not in hint
+
+
+# --------------------------------------------------------------------------- one series -> one SEG per orientation block
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    import shutil
+    import subprocess
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy is not installed (Debian package dicom3tools: apt-get install -y dicom3tools)")
+    done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def _series_segs(tmp_path: Path, datasets: list, masks_by_uid: dict[str, np.ndarray]) -> tuple[object, dicom_seg.SeriesSeg]:
+    for k, ds in enumerate(datasets):
+        f.write(ds, tmp_path / "in" / "T2" / f"IM{k:02d}.dcm")
+    (series,) = discover(tmp_path / "in").selected
+    masks = {i: masks_by_uid[r.sop_instance_uid] for i, r in enumerate(series.slices)}
+    folder = tmp_path / "out"
+    folder.mkdir()
+    orientations = {b.index: b.orientation for b in series.blocks}
+    return series, dicom_seg.write_series_segs(folder, "T2", series.slices, orientations, masks, _manifest(), "edge-seg T2")
+
+
+def test_each_orientation_block_gets_a_valid_seg_and_rounding_jitter_shares_one(tmp_path: Path) -> None:
+    images = [np.random.default_rng(k).integers(0, 4000, (32, 30)).astype(np.uint16) for k in range(6)]
+    blocks = f.angled_blocks(f.mr_series(images, thickness=10.0), angles=(-10.0, 15.0), spacing=4.0)
+    jittered = [float(v) for v in blocks[1][1].ImageOrientationPatient]
+    jittered[4] += 3e-5  # a scanner's rounding: same block, not the exact value highdicom compares
+    blocks[1][1].ImageOrientationPatient = [f"{v:.6f}" for v in jittered]
+    datasets = [ds for block in blocks for ds in block]
+    masks = dict(zip((ds.SOPInstanceUID for ds in datasets), _masks(6, (32, 30)), strict=True))
+    series, result = _series_segs(tmp_path, datasets, masks)
+    assert [p.name for p in result.files] == ["T2_block1_seg.dcm", "T2_block2_seg.dcm"] and result.left_out == {}
+    for block, path in zip(series.blocks, result.files, strict=True):
+        assert _dciodvfy_errors(path) == []
+        seg = hd.seg.segread(path)
+        shared = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+        assert [float(v) for v in shared] == pytest.approx(block.orientation, abs=1e-9)
+        for i in block.slice_indices:
+            uid = series.slices[i].sop_instance_uid
+            decoded = seg.get_pixels_by_source_instance([uid], combine_segments=True, assert_missing_frames_are_empty=True)
+            np.testing.assert_array_equal(decoded[0], masks[uid])
+    assert len({pydicom.dcmread(p).SeriesInstanceUID for p in result.files}) == 1  # one SEG series, one instance per block
+    assert [int(pydicom.dcmread(p).InstanceNumber) for p in result.files] == [1, 2]
+
+
+def test_a_slice_a_seg_cannot_reference_is_left_out_with_its_reason_and_the_rest_stay(tmp_path: Path) -> None:
+    datasets = f.mr_series([np.zeros((16, 16), np.uint16) for _ in range(3)])
+    del datasets[1].PixelSpacing
+    masks = dict(zip((ds.SOPInstanceUID for ds in datasets), _masks(3, (16, 16)), strict=True))
+    _, result = _series_segs(tmp_path, datasets, masks)
+    assert result.left_out == {1: "no PixelSpacing in its header"}
+    (path,) = result.files
+    seg = pydicom.dcmread(path)
+    referenced = {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+    assert referenced == {datasets[0].SOPInstanceUID, datasets[2].SOPInstanceUID}
+
+
+def test_repeated_positions_go_to_a_second_seg_instead_of_breaking_the_first(tmp_path: Path) -> None:
+    datasets = f.mr_series([np.zeros((16, 16), np.uint16) for _ in range(3)])
+    datasets[2].ImagePositionPatient = datasets[0].ImagePositionPatient  # a repeated acquisition
+    masks = dict(zip((ds.SOPInstanceUID for ds in datasets), _masks(3, (16, 16)), strict=True))
+    _, result = _series_segs(tmp_path, datasets, masks)
+    assert result.left_out == {} and [g["n_slices"] for g in result.groups] == [2, 1]
+    for path in result.files:
+        assert _dciodvfy_errors(path) == []
+
+
+def test_a_slice_highdicom_refuses_costs_only_that_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = f.mr_series([np.zeros((16, 16), np.uint16) for _ in range(4)])
+    doomed = datasets[2].SOPInstanceUID
+    real_build = dicom_seg.build_segmentation
+
+    def refuse_one(sources, *args, **kwargs):  # injected fault: the writer rejects one source's header
+        if any(ds.SOPInstanceUID == doomed for ds in sources):
+            raise ValueError("Source images must have a shared orientation.")
+        return real_build(sources, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_seg, "build_segmentation", refuse_one)
+    masks = dict(zip((ds.SOPInstanceUID for ds in datasets), _masks(4, (16, 16)), strict=True))
+    series, result = _series_segs(tmp_path, datasets, masks)
+    (index,) = [i for i, r in enumerate(series.slices) if r.sop_instance_uid == doomed]
+    reason = "refused by the DICOM SEG writer (ValueError: Source images must have a shared orientation.)"
+    assert result.left_out == {index: reason}
+    assert result.groups[0]["n_slices"] == 3 and len(result.files) == 1

@@ -118,6 +118,23 @@ def test_no_disc_anywhere_means_no_levels() -> None:
     assert find_disc_levels([]) == []
 
 
+
+def test_a_disc_level_never_spans_two_orientation_blocks() -> None:
+    masks = [_mask(ivd=50), _mask(ivd=80), _mask(ivd=90), _mask(ivd=60)]  # one IVD run by index...
+    result = measure_series(masks, [(1.0, 1.0)] * 4, ["a", "b", "c", "d"], blocks=[0, 0, 1, 1])  # ...two blocks
+    assert [(lv.first_index, lv.last_index, lv.disc_stem, lv.block) for lv in result.levels] == [(0, 1, "b", 0), (2, 3, "c", 1)]
+    assert [s.block for s in result.slices] == [0, 0, 1, 1]
+    single = measure_series(masks, [(1.0, 1.0)] * 4, ["a", "b", "c", "d"])
+    assert [(lv.first_index, lv.last_index) for lv in single.levels] == [(0, 3)]
+
+
+def test_each_slice_uses_its_own_anterior_posterior_axis() -> None:
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:8, 4:6] = 3  # TS 6 rows tall, 2 columns wide
+    result = measure_series([mask, mask], [(0.5, 1.0)] * 2, ["rows", "cols"], ap_axis=[0, 1])
+    assert [s.ts_ap_diameter_mm for s in result.slices] == [3.0, 2.0]  # 6 px x 0.5 mm; 2 px x 1.0 mm
+
+
 # --------------------------------------------------------------------------- against the phantom's own truth
 
 
