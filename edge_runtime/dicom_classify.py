@@ -301,7 +301,15 @@ def _pixel_length_problem(dataset: Any, rows: int, columns: int, bits: int) -> s
 
 
 def identity_problem(dataset: Any) -> str | None:
-    """Identity UIDs must be UIDs, and SOP instance/class must match the file meta (else the file was edited or corrupted)."""
+    """Identity UIDs must be UIDs, the character set known, and SOP instance/class match the file meta.
+
+    Outputs (SEG, SR) copy these values; a corrupted one must cost its file, not leave an invalid SEG.
+    """
+    from pydicom.charset import python_encoding
+
+    for term in text_attr(dataset, "SpecificCharacterSet").split("\\"):
+        if term.strip() and term.strip() not in python_encoding:
+            return f"SpecificCharacterSet {term.strip()[:40]!r} is not a DICOM character set"
     for keyword in IDENTITY_UIDS:
         value = text_attr(dataset, keyword)
         if value and (len(value) > 64 or not _UID.match(value)):
