@@ -62,7 +62,9 @@ def run_measured(argv: list[str], env: dict[str, str], timeout_s: float = 300.0)
     """Run `argv`: wall time from spawn to reap, and that child's own peak RSS from os.wait4."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=PROJECT_ROOT)
+        # Linux counts the pre-exec (parent's) memory in a child's ru_maxrss, so a reading is at least
+        # this script's own RSS (~20 MB): far below what `edge-seg run` needs, so it does not matter here
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = start + timeout_s
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -84,7 +86,7 @@ def make_study(folder: Path, env: dict[str, str], seed: int = 0) -> Path:
     """A seeded synthetic DICOM study with exactly STUDY_SLICES axial slices (edge-seg synth)."""
     data = folder / "synth"
     subprocess.run([*CLI, "synth", str(data), "--patients", "8", "--seed", str(seed), "--dicom"], env=env,
-                   check=True, capture_output=True, cwd=PROJECT_ROOT)
+                   check=True, capture_output=True)
     for series in sorted((data / "01_MRI_Data").glob("*/*")):
         if series.is_dir() and not series.name.endswith("_labels") and len(list(series.glob("*.ima"))) == STUDY_SLICES:
             study = folder / "study" / series.name
