@@ -227,6 +227,10 @@ def report_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2) + "\n"
 
 
+# summary.json level field -> report.json level field (block: the orientation block the level lies in)
+_SUMMARY_LEVEL = {"level": "number", "disc_stem": "disc_stem", "ts_area": "ts_area", "ts_grade": "ts_grade", "block": "block"}
+
+
 def build_summary(
     report: dict[str, Any], exit_code: int, written: list[str], relative: list[str] | None = None
 ) -> dict[str, Any]:
@@ -253,8 +257,7 @@ def build_summary(
                 "n_blocks": s["n_blocks"],
                 "worst_ts_grade": s["worst_ts_grade"],
                 "levels": [
-                    {"level": lv["number"], "disc_stem": lv["disc_stem"], "ts_area": lv["ts_area"], "ts_grade": lv["ts_grade"]}
-                    for lv in s["levels"]
+                    {k: lv[key] for k, key in _SUMMARY_LEVEL.items()} for lv in s["levels"]
                 ],
                 "scores": s["scores"],
             }

@@ -464,6 +464,8 @@ def test_three_angled_blocks_get_every_mask_in_order_and_one_valid_seg_per_block
     assert sorted(covered) == sorted(uids)
     levels = series["levels"]
     assert [lv["block"] for lv in levels] == sorted(lv["block"] for lv in levels)  # levels follow the spine
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [lv["block"] for lv in summary["series"][0]["levels"]] == [lv["block"] for lv in levels]
 
 
 def test_a_localizer_inside_the_series_is_left_out_by_name_and_the_axial_slices_finish(
