@@ -235,7 +235,12 @@ def seg_exclusion(record: SliceRecord) -> str | None:
     if record.seg_excluded:
         return record.seg_excluded
     missing = [k for k in SEG_REQUIRED if not str(record.dataset.get(k, "") or "").strip()]
-    return f"no {', '.join(missing)} in its header" if missing else None
+    if missing:
+        return f"no {', '.join(missing)} in its header"
+    study, frame = (str(record.dataset.get(k, "")).strip() for k in ("StudyInstanceUID", "FrameOfReferenceUID"))
+    if study == frame:  # a SEG must copy both: it would be as invalid as its source (dciodvfy rejects it)
+        return f"its StudyInstanceUID and FrameOfReferenceUID are the same UID ({study[:64]})"
+    return None
 
 
 def plan_groups(series_name: str, slices: Sequence[SliceRecord]) -> tuple[list[SegGroup], dict[int, str]]:

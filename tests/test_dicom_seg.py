@@ -217,3 +217,13 @@ def test_a_slice_highdicom_refuses_costs_only_that_slice(tmp_path: Path, monkeyp
     reason = "refused by the DICOM SEG writer (ValueError: Source images must have a shared orientation.)"
     assert result.left_out == {index: reason}
     assert result.groups[0]["n_slices"] == 3 and len(result.files) == 1
+
+
+def test_sources_a_valid_seg_cannot_copy_are_left_out_with_the_reason(tmp_path: Path) -> None:
+    datasets = f.mr_series([np.zeros((16, 16), np.uint16) for _ in range(2)])
+    for ds in datasets:  # as in pydicom's dicomdirtests files: dciodvfy rejects the source and any SEG of it
+        ds.FrameOfReferenceUID = ds.StudyInstanceUID
+    masks = dict(zip((ds.SOPInstanceUID for ds in datasets), _masks(2, (16, 16)), strict=True))
+    _, result = _series_segs(tmp_path, datasets, masks)
+    reason = f"its StudyInstanceUID and FrameOfReferenceUID are the same UID ({datasets[0].StudyInstanceUID})"
+    assert result.files == [] and result.left_out == {0: reason, 1: reason}
