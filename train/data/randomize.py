@@ -38,6 +38,7 @@ CONTRAST_PRIORS = ("T1", "T2", "random")
 """How tissue means are drawn: jittered around T1 or T2 signal tables, or uniform at random."""
 N_SUBCLASSES = 3
 _TRABECULAR = (T.MARROW, T.PE_MARROW)
+_SMOOTH = (T.ANNULUS, T.TRANSITION, T.NUCLEUS, T.HERNIA)
 _SIGNAL_VOID = (T.AIR, T.BOWEL_GAS, T.CORTEX, T.PE_CORTEX)
 """No MR signal in any sequence: cortical bone and gas are dark on T1, T2 and everything between."""
 _GROUPS: tuple[tuple[T, ...], ...] = (
@@ -157,10 +158,13 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     sub = np.digitize(sub_field, cuts).astype(np.intp)
     texture_amp = rng.uniform(*cfg.texture, N_TISSUES).astype(np.float32)
     texture_amp[T.AIR] = 0.0
-    for bone in _TRABECULAR:  # trabecular marrow is mottled in every contrast
-        texture_amp[bone] = rng.uniform(0.1, 0.4)
+    texture_amp[list(_SMOOTH)] = rng.uniform(0.0, 0.05)  # fibrocartilage is smooth in every contrast
     texture = _smooth_field(rng, int(rng.integers(40, 160)), tissue.shape[0])
     fine = means[tissue, sub] * (1.0 + texture_amp[tissue] * texture)
+    # trabecular marrow is mottled in every contrast: a fine (1-2 px) speckle of its own
+    speckle = _smooth_field(rng, int(rng.integers(200, 400)), tissue.shape[0])
+    marrow = np.isin(tissue, _TRABECULAR)
+    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.12, 0.4)) * speckle[marrow]
     n = SIZE
     signal = fine.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3))  # partial volume
     signal = _blur(signal, *rng.uniform(*cfg.blur_px, 2)) * _bias(rng, cfg)
