@@ -38,7 +38,8 @@ MAX_ENTRIES = 64
 MARGIN = 0.05  # a later backend must be more than 5 % faster than every earlier one
 MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
 WARMUP = 3
-ROUNDS = 9  # timed calls per backend, interleaved so a change in machine load hits all alike
+ROUNDS = 30  # timed calls per backend, interleaved so a change in machine load hits all alike
+QUANTILE = 25  # compare lower quartiles: on a busy box the slow tail is other processes, not the backend
 PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
 
 
@@ -51,7 +52,7 @@ class BackendChoice:
     requested: str  # "auto" or the explicit backend name
     source: str  # "explicit", "only candidate", "measured" or "cached"
     reason: str
-    timings_ms: dict[str, float] = field(default_factory=dict)  # median warm ms per slice, batch 1
+    timings_ms: dict[str, float] = field(default_factory=dict)  # warm ms per slice, batch 1 (lower quartile)
     agreement: dict[str, float] = field(default_factory=dict)  # probe pixels equal to the default backend's
     errors: dict[str, str] = field(default_factory=dict)  # candidates ruled out, with why
     measured_at: str | None = None
@@ -156,8 +157,9 @@ def probe_batch(size: int, channels: int = 1) -> np.ndarray:
 def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS) -> Measurement:
     """Check each backend's mask against the first one's on `batch`, then time the ones that agree.
 
-    `backends` is in preference order; the first is the reference. Times are median warm
-    milliseconds per call, timed round-robin so a change in machine load hits every backend alike.
+    `backends` is in preference order; the first is the reference. Times are the lower quartile
+    of `rounds` warm calls in milliseconds, timed round-robin so a change in machine load hits
+    every backend alike.
     """
     errors: dict[str, str] = {}
     masks: dict[str, np.ndarray] = {}
@@ -186,7 +188,7 @@ def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMU
             start = time.perf_counter()
             backend.predict(batch)
             times[name].append(time.perf_counter() - start)
-    timings = {name: round(1000.0 * float(np.median(values)), 3) for name, values in times.items()}
+    timings = {name: round(1000.0 * float(np.percentile(values, QUANTILE)), 3) for name, values in times.items()}
     return Measurement(timings, agreement, errors)
 
 
@@ -202,7 +204,8 @@ def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN)
 def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
     fastest = min(timings_ms, key=lambda name: timings_ms[name])
     others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
-    text = f"measured {ROUNDS} warm runs at {threads} thread(s): {chosen} {timings_ms[chosen]:.2f} ms/slice"
+    text = (f"measured {ROUNDS} warm runs at {threads} thread(s), lower quartile: {chosen} "
+            f"{timings_ms[chosen]:.2f} ms/slice")
     text += f" vs {others}" if others else ""
     if chosen == fastest:
         return text + " (fastest)"
