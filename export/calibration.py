@@ -10,6 +10,11 @@ import numpy as np
 from edge_runtime.preprocessing import PreprocessSpec
 from export.formats import ExportInputError
 
+DEFAULT_CALIBRATION_SLICES = 64
+"""Slices used when none are asked for: fewer when the training split has fewer."""
+MIN_CALIBRATION_SLICES = 8
+"""Below this, int8 activation ranges rest on too few images to trust: the export refuses."""
+
 
 @dataclass(frozen=True)
 class CalibrationSet:
@@ -18,6 +23,7 @@ class CalibrationSet:
     images: np.ndarray
     source: str
     patients: tuple[str, ...] = ()
+    note: str | None = None  # why fewer slices than the default were used, for the console
 
     def describe(self) -> dict:
         return {"slices": len(self.images), "source": self.source, "patients": len(self.patients)}
@@ -47,19 +53,26 @@ def spread_pick(items: list, n: int) -> list:
 
 
 def calibration_slices(
-    data: Path, spec: PreprocessSpec, samples: int, modality: str = "T2", run=None, seed: int = 0
+    data: Path, spec: PreprocessSpec, samples: int | None = None, modality: str = "T2", run=None, seed: int = 0
 ) -> CalibrationSet:
-    """`samples` prepared slices of the TRAINING split's patients (never validation or test).
+    """Prepared slices of the TRAINING split's patients (never validation or test).
 
-    The split is the run's split.json when `run` is given, else the data set's own split for
-    `seed`. Slices go through edge_runtime.preprocessing.prepare_slice, like inference. Raises
-    ExportInputError when the folder is missing, holds no training slices, or fewer than asked.
+    `samples` None takes DEFAULT_CALIBRATION_SLICES, or every training slice when the split has
+    fewer (the returned set's `note` says so); an explicit number must be available. The split
+    is the run's split.json when `run` is given, else the data set's own split for `seed`.
+    Slices go through edge_runtime.preprocessing.prepare_slice, like inference.
+
+    Raises
+    ------
+    ExportInputError
+        The folder is missing or holds no training slices; an explicit `samples` is more than
+        the split holds; or the split holds fewer than MIN_CALIBRATION_SLICES.
     """
     from train.evaluate import split_pairs
     from train.pipeline import prepare_arrays
 
     data = Path(data)
-    if samples < 1:
+    if samples is not None and samples < 1:
         raise ExportInputError(f"calibration samples must be >= 1, got {samples}")
     if not data.is_dir():
         raise ExportInputError(f"{data}: calibration data folder not found")
@@ -67,11 +80,24 @@ def calibration_slices(
         pairs, _ = split_pairs(data, "train", run, seed=seed)
     except (ValueError, OSError) as exc:
         raise ExportInputError(f"{data}: no usable training slices for calibration ({exc})") from exc
-    if len(pairs) < samples:
+    if samples is not None and len(pairs) < samples:
         raise ExportInputError(
             f"{data}: asked for {samples} calibration slices but the training split has only {len(pairs)}; "
             f"pass --calibration-samples {len(pairs)} or fewer"
         )
+    if len(pairs) < MIN_CALIBRATION_SLICES:
+        raise ExportInputError(
+            f"{data}: the training split has only {len(pairs)} slices; int8 calibration needs at least "
+            f"{MIN_CALIBRATION_SLICES} (use a larger data set)"
+        )
+    note = None
+    if samples is None:
+        samples = min(DEFAULT_CALIBRATION_SLICES, len(pairs))
+        if samples < DEFAULT_CALIBRATION_SLICES:
+            note = (
+                f"calibrating int8 on all {samples} training-split slices "
+                f"(the default is {DEFAULT_CALIBRATION_SLICES}; the split has fewer)"
+            )
     chosen = spread_pick(sorted(pairs, key=lambda p: (p.patient_id, p.disc)), samples)
     try:
         arrays = prepare_arrays(chosen, spec, modality)
@@ -81,4 +107,5 @@ def calibration_slices(
         arrays.images,
         source=f"{len(arrays)} slices ({modality}) of {len({p.patient_id for p in chosen})} training-split patients in {data}",
         patients=tuple(sorted({p.patient_id for p in chosen})),
+        note=note,
     )

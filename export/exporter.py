@@ -1,13 +1,17 @@
-"""`edge-seg export`: convert a Keras model to TFLite/ONNX artefacts, validate each, write manifests."""
+"""Convert a Keras model to TFLite/ONNX artefacts, gate each one, and move only passing ones into place.
+
+`export_model` is the library entry point; `edge-seg export` (export.command) resolves a run
+folder, its calibration and validation slices, and calls it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +19,15 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime.labels import CLASSES
-from edge_runtime.manifest import Manifest, TensorSpec, gzip_size, sha256_file, write_manifest
+from edge_runtime.manifest import Manifest, TensorSpec, gzip_size, manifest_path, sha256_file, write_manifest
+from edge_runtime.native_log import native_output_to
+from edge_runtime.precision import Precision
 from edge_runtime.preprocessing import PreprocessSpec
-from export.calibration import CalibrationSet, as_calibration, calibration_slices
+from export.calibration import CalibrationSet, as_calibration
 from export.formats import ExportFormat, ExportInputError, parse_formats
 from export.graph_ops import OpReport, onnx_ops, tflite_ops
-from export.model_io import is_qat_model, load_keras_model, run_model_file
-from export.validate import ValidationReport, ValidationSet, held_out_validation_set, predict_keras, validate_artefact
+from export.model_io import is_qat_model
+from export.validate import ValidationReport, ValidationSet, predict_keras, validate_artefact
 from train.provenance import git_state
 
 _SYNTHETIC_SLICES = 4
@@ -51,6 +57,7 @@ class ExportResult:
     ops: OpReport | None = None
     validation: ValidationReport | None = None
     error: str | None = None
+    removed_stale: list[str] = field(default_factory=list)  # older files of this name removed on failure
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,7 @@ class ExportResult:
             "ops": self.ops.to_dict() if self.ops else None,
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
+            "removed_stale": self.removed_stale,
         }
 
 
@@ -74,7 +82,8 @@ def _synthetic_validation(input_size: int) -> ValidationSet:
     return ValidationSet(images, None, "synthetic uniform noise (no held-out data given)", held_out=False)
 
 
-def _check_model(model, spec: PreprocessSpec) -> None:
+def check_model(model, spec: PreprocessSpec) -> None:
+    """Refuse (ExportInputError) a model whose input is not (None, S, S, 1) for the spec's S."""
     shape = tuple(getattr(model, "input_shape", ()) or ())
     if len(shape) != 4 or shape[1:] != (spec.input_size, spec.input_size, 1):
         raise ExportInputError(
@@ -125,7 +134,7 @@ class _Converter:
             target.write_bytes(convert_tflite(self.model, fmt.precision, images))
             return tflite_ops(target), time.perf_counter() - start
         reused = self._onnx_fp32 is not None
-        if fmt.precision == "fp32":
+        if fmt.precision == Precision.FP32:
             target.write_bytes(self._float_onnx().read_bytes())
         else:
             from export.onnx_export import quantize_onnx
@@ -157,22 +166,26 @@ def export_model(
     baseline_metrics: dict[str, Any] | None = None,
     macs: int | dict | None = None,
     threads: int | None = None,
+    log: Path | None = None,
 ) -> list[ExportResult]:
     """Export `model` to each format as `<out>/<name>-<format>.<tflite|onnx>` plus its manifest.
 
     Each artefact is converted in a scratch folder, run through the edge runtime on the
-    validation slices and compared with the Keras model; only an artefact that passes its gate
-    is moved into `out` (model file, then manifest). Without `validation`, the calibration slices
-    (or, lacking those, a few synthetic noise slices) are used and the manifest says so.
-    `provenance` may carry "pruned": True, which loosens the int8 mean tolerance to 0.02.
+    validation slices and compared with the Keras model by its row of the tolerance table
+    (edge_runtime.tolerances); only an artefact that passes is moved into `out` (model file, then
+    manifest). A format that fails leaves no file of its name: an older artefact and manifest
+    from an earlier export are removed, so nothing stale can be mistaken for this export.
+    Without `validation`, the calibration slices (or, lacking those, a few synthetic noise
+    slices) are used and the manifest says so. `provenance` may carry "pruned": True, which
+    selects the pruned gate. Native converter output goes to `log` when given.
 
     Raises ExportInputError for bad input (before anything is written) and ExportGateError,
-    carrying every result, when any artefact failed; the passing ones are still in place.
+    carrying every result, when any artefact failed; the passing ones are in place.
     """
     out = Path(out)
     qat = is_qat_model(model)
     fmts = parse_formats(formats, qat=qat)
-    _check_model(model, spec)
+    check_model(model, spec)
     if not name or "/" in name or name.startswith("."):
         raise ExportInputError(f"artefact name {name!r} must be a plain file-name stem")
     needs_calibration = [f.name for f in fmts if f.calibrated and not qat]
@@ -206,17 +219,20 @@ def export_model(
         scratch = Path(scratch_name)
         converter = _Converter(model, scratch, cal)
         for fmt in fmts:
-            results.append(
-                _export_one(
-                    fmt, converter, scratch, out / f"{name}-{fmt.name}{fmt.suffix}", spec, validation, keras_scores,
+            final = out / f"{name}-{fmt.name}{fmt.suffix}"
+            with native_output_to(log) if log is not None else contextlib.nullcontext():
+                result = _export_one(
+                    fmt, converter, scratch, final, spec, validation, keras_scores,
                     name=name, pruned=pruned, threads=threads,
                     provenance={
                         **common_provenance,
                         "calibration": cal.describe() if (cal is not None and fmt.calibrated and not qat) else None,
                     },
                     baseline_metrics=baseline_metrics or {}, macs=macs_per_slice,
-                )
-            )  # fmt: skip
+                )  # fmt: skip
+            if not result.passed:
+                result.removed_stale = remove_artefact(final)
+            results.append(result)
     if not all(r.passed for r in results):
         raise ExportGateError(results)
     return results
@@ -260,7 +276,7 @@ def _export_one(
         return result
     result.validate_seconds = time.perf_counter() - converted
     result.validation = report
-    if fmt.kind == "tflite" and fmt.precision == "int8" and ops.float_ops:
+    if fmt.kind == "tflite" and fmt.precision == Precision.INT8 and ops.float_ops:
         result.error = f"int8 model still has float compute ops {ops.float_ops}"
         return result
     if not report.passed:
@@ -291,166 +307,26 @@ def _export_one(
         macs_per_slice=macs,
         ops=ops.ops,
     )
+    manifest_path(final).unlink(missing_ok=True)  # never an old manifest beside the new model
     os.replace(tmp, final)
     result.path, result.manifest_path, result.passed = final, write_manifest(manifest, final), True
     return result
 
 
-VALIDATION_SLICES = 64
+def remove_artefact(final: Path) -> list[str]:
+    """Delete `final` and its manifest if an earlier export left them; returns the names removed."""
+    removed = []
+    for path in (manifest_path(final), final):
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
-@dataclass
-class ExportSource:
-    """A model to export with everything known about it: spec, run folder, config, float baseline."""
+def __getattr__(name: str):
+    """`export_command` moved to export.command; importing it from here still works."""
+    if name == "export_command":
+        from export.command import export_command
 
-    model: Any
-    path: Path
-    spec: PreprocessSpec
-    run: Any  # train.run_dir.RunDir or None
-    config: dict[str, Any]
-    name: str
-
-
-def resolve_source(model_or_run: Path) -> ExportSource:
-    """Load a run folder, a run's model file, or a bare .keras/.h5 model, refusing anything else."""
-    from train.run_dir import RunDir, RunDirError
-
-    path = Path(model_or_run)
-    if not path.exists():
-        raise ExportInputError(f"{path}: no such model file or run folder")
-    try:
-        if path.is_dir():
-            run = RunDir(path)
-            if not run.is_run():
-                raise ExportInputError(f"{path}: not a run folder (no config.json) and not a Keras model")
-            model_path = run_model_file(run)
-        else:
-            model_path = path
-            run = RunDir(path.parent)
-            run = run if run.is_run() and run_model_file(run).resolve() == path.resolve() else None
-        model = load_keras_model(model_path)
-        config = run.config() if run is not None else {}
-        size = (getattr(model, "input_shape", None) or (None, 0))[1]
-        spec = run.spec() if run is not None else PreprocessSpec(input_size=int(size or 0))
-    except RunDirError as exc:
-        raise ExportInputError(str(exc)) from exc
-    name = (run.path.resolve().name if run is not None else model_path.stem) or "model"
-    return ExportSource(model, model_path, spec, run, config, name)
-
-
-def _baseline(run) -> dict[str, Any]:
-    """The run's float metrics without the per-patient detail (kept in metrics.json)."""
-    if run is None or not (run.path / "metrics.json").is_file():
-        return {}
-    metrics = run.metrics()
-    keep = ("split", "n_slices", "mean_dice", "mean_iou", "per_class")
-    return {k: metrics[k] for k in keep if k in metrics} | {"patients": len(metrics.get("patients", []))}
-
-
-def _provenance(source: ExportSource) -> dict[str, Any]:
-    config = source.config
-    optimization = config.get("optimization") or {}
-    return {
-        "recipe": {k: config[k] for k in ("arch", "encoder", "image_size", "base_filters", "epochs", "lr") if k in config},
-        "data": config.get("data"),
-        "modality": config.get("modality"),
-        "seed": config.get("seed"),
-        "training": config.get("provenance"),
-        "optimization": optimization or None,
-        "pruned": bool(optimization.get("prune")),
-        "source_model": str(source.path.resolve()),
-        "source_sha256": sha256_file(source.path),
-    }
-
-
-def _data_folder(source: ExportSource, calibration_data: Path | None) -> Path | None:
-    if calibration_data is not None:
-        return Path(calibration_data)
-    data = source.config.get("data")
-    return Path(data) if data and Path(data).is_dir() else None
-
-
-def export_command(
-    model_or_run: Path,
-    out: Path,
-    formats: str = "all",
-    calibration_data: Path | None = None,
-    calibration_samples: int = 64,
-    name: str | None = None,
-    validation_slices: int = VALIDATION_SLICES,
-    threads: int | None = None,
-) -> list[ExportResult]:
-    """`edge-seg export`: bad input -> one line on stderr, exit 2; a failed gate -> the numbers, exit 1.
-
-    Calibration slices come from the training split of --calibration-data (default: the run's
-    data folder); validation uses up to `validation_slices` test-split slices of the same data.
-    A JSON summary `<name>-export.json` lands beside the artefacts.
-    """
-    import typer
-    from rich.console import Console
-
-    err = Console(stderr=True)
-    try:
-        source = resolve_source(model_or_run)
-        qat = is_qat_model(source.model)
-        fmts = parse_formats(formats, qat=qat)
-        _check_model(source.model, source.spec)
-        data = _data_folder(source, calibration_data)
-        modality = str(source.config.get("modality", "T2"))
-        seed = int(source.config.get("seed", 0) or 0)
-        needs = [f.name for f in fmts if f.calibrated and not qat]
-        calibration = None
-        if needs:
-            if data is None:
-                raise ExportInputError(
-                    f"{', '.join(needs)} need calibration slices: pass --calibration-data DIR (a data set folder)"
-                )
-            calibration = calibration_slices(data, source.spec, calibration_samples, modality, source.run, seed)
-        validation = None
-        if data is not None:
-            try:
-                validation = held_out_validation_set(data, source.spec, validation_slices, modality, source.run, seed)
-            except (ValueError, OSError) as exc:
-                err.print(f"[yellow]warning:[/] no held-out validation slices in {data} ({exc})")
-        if validation is None:
-            err.print("[yellow]warning:[/] no data set known: validating on calibration or synthetic slices, not held-out data")
-        results = export_model(
-            source.model,
-            Path(out),
-            [f.name for f in fmts],
-            source.spec,
-            calibration=calibration,
-            validation=validation,
-            name=name or source.name,
-            provenance=_provenance(source),
-            baseline_metrics=_baseline(source.run),
-            macs=source.config.get("macs_per_slice"),
-            threads=threads,
-        )
-    except ExportInputError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except ExportGateError as exc:
-        _report(exc.results, err)
-        _write_summary(exc.results, Path(out), name or source.name)
-        err.print(f"[red]error:[/] export failed its gate: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    _report(results, err)
-    _write_summary(results, Path(out), name or source.name)
-    return results
-
-
-def _report(results: list[ExportResult], err) -> None:
-    for r in results:
-        line = r.validation.summary() if r.validation is not None else f"{r.format}: FAIL"
-        if r.error:
-            line += f" - {r.error}"
-        sizes = f"{r.size_bytes / 1024:.1f} KiB (gzip {r.gzip_bytes / 1024:.1f} KiB)" if r.size_bytes else ""
-        err.print(f"{line} | {sizes} | {r.convert_seconds:.1f}s convert", soft_wrap=True, markup=False)
-
-
-def _write_summary(results: list[ExportResult], out: Path, name: str) -> None:
-    from edge_runtime.atomic import atomic_write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{name}-export.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        return export_command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,14 +11,9 @@ from edge_runtime.backends import open_backend
 from edge_runtime.labels import CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion, segmentation_scores
 from edge_runtime.preprocessing import PreprocessSpec, SliceGeometry, prepare_slice, restore_labels
-from edge_runtime.tolerances import DEFAULT_TOLERANCES, GateKind
+from edge_runtime.tolerances import DEFAULT_TOLERANCES, GateKind, GateResult, Tolerance, check_gates, describe_gate, gate_kind
 from export.formats import ExportFormat
 
-MIN_FLOAT_AGREEMENT = 0.995  # fp32/fp16: share of pixels whose argmax matches the Keras model
-# Reported (not blocking) for quantised artefacts; the benchmarks gate on the same table.
-INT8_MEAN_TOLERANCE = DEFAULT_TOLERANCES[GateKind.QUANTIZED].mean
-INT8_CLASS_TOLERANCE = DEFAULT_TOLERANCES[GateKind.QUANTIZED].per_class
-PRUNED_INT8_MEAN_TOLERANCE = DEFAULT_TOLERANCES[GateKind.PRUNED].mean
 _BATCH = 16
 
 
@@ -63,7 +58,11 @@ class ValidationSet:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """How closely one artefact reproduces the Keras model, and whether it meets its gate."""
+    """How closely one artefact reproduces the Keras model, and whether it meets its gate.
+
+    `gate` names the tolerance row (edge_runtime.tolerances) and `gates` holds every check of
+    it; `passed` is True only when each check held.
+    """
 
     format: str
     precision: str
@@ -79,19 +78,25 @@ class ValidationReport:
     mean_abs_delta: float
     max_abs_delta: float
     gate: str
+    gates: list[GateResult]
     passed: bool
-    within_tolerance: bool
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["gates"] = [g.to_dict() for g in self.gates]
+        return data
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
 
     def summary(self) -> str:
         deltas = " ".join(f"{k} {v:+.4f}" for k, v in self.dice_delta.items() if k != CLASSES[0].short)
         verdict = "PASS" if self.passed else "FAIL"
-        note = "" if self.within_tolerance else " (outside tolerance)"
+        failed = "; failed: " + ", ".join(f"{g.check} {g.value:.4f} > {g.limit}" for g in self.failed) if self.failed else ""
         return (
-            f"{self.format}: {verdict}{note} agreement {100 * self.agreement:.3f}% on {self.slices} slices; "
-            f"dDice vs Keras [{deltas}] mean|d| {self.mean_abs_delta:.4f}; gate {self.gate}"
+            f"{self.format}: {verdict} agreement {100 * self.agreement:.3f}% on {self.slices} slices; "
+            f"dDice vs Keras [{deltas}] mean|d| {self.mean_abs_delta:.4f}; gate {self.gate}{failed}"
         )
 
 
@@ -114,12 +119,14 @@ def compare(
     validation: ValidationSet,
     backend: str = "",
     pruned: bool = False,
+    tolerances: dict[GateKind, Tolerance] | None = None,
 ) -> ValidationReport:
-    """Argmax agreement and per-class Dice delta (artefact minus Keras) on the validation slices.
+    """Argmax agreement, per-class Dice delta (artefact minus Keras) and the gate verdict.
 
     With labels, both models are scored against the ground truth; without, the Keras argmax is
-    the reference (its Dice is then 1 by definition). Float formats must reach 99.5 % agreement;
-    quantised formats are judged against the benchmark tolerances (reported, not blocking).
+    the reference (its Dice is then 1 by definition). Every format is judged by its row of the
+    tolerance table (edge_runtime.tolerances: float, quantized, or pruned when `pruned`), the
+    same rows the benchmarks gate on; the agreement is reported, not gated.
     """
     if keras_scores.shape != artefact_scores.shape:
         raise ValueError(f"{fmt.name}: artefact output {artefact_scores.shape} != Keras output {keras_scores.shape}")
@@ -133,16 +140,8 @@ def compare(
         art_dice = {s.short: s.dice for s in segmentation_scores(art_pred, keras_pred).per_class}
     delta = {k: art_dice[k] - keras_dice[k] for k in keras_dice}
     fg = [abs(delta[c.short]) for c in CLASSES[1:]]
-    mean_abs, max_abs = float(np.mean(fg)), float(np.max(fg))
-    agreement = float((keras_pred == art_pred).mean())
-    if fmt.is_float:
-        gate = f"agreement >= {100 * MIN_FLOAT_AGREEMENT:.1f}%"
-        passed = within = agreement >= MIN_FLOAT_AGREEMENT
-    else:
-        mean_tol = PRUNED_INT8_MEAN_TOLERANCE if pruned else INT8_MEAN_TOLERANCE
-        gate = f"mean |dDice| <= {mean_tol}, per class <= {INT8_CLASS_TOLERANCE} (reported)"
-        within = mean_abs <= mean_tol and max_abs <= INT8_CLASS_TOLERANCE
-        passed = True
+    kind = gate_kind(fmt.precision, pruned)
+    gates = check_gates(fmt.name, kind, art_dice, keras_dice, tolerances)
     return ValidationReport(
         format=fmt.name,
         precision=fmt.precision,
@@ -151,15 +150,15 @@ def compare(
         source=validation.source,
         held_out=validation.held_out,
         reference="ground-truth" if validation.labels is not None else "keras-prediction",
-        agreement=agreement,
+        agreement=float((keras_pred == art_pred).mean()),
         dice_keras=keras_dice,
         dice_artefact=art_dice,
         dice_delta=delta,
-        mean_abs_delta=mean_abs,
-        max_abs_delta=max_abs,
-        gate=gate,
-        passed=bool(passed),
-        within_tolerance=bool(within),
+        mean_abs_delta=float(np.mean(fg)),
+        max_abs_delta=float(np.max(fg)),
+        gate=describe_gate(kind, tolerances or DEFAULT_TOLERANCES),
+        gates=gates,
+        passed=all(g.passed for g in gates),
     )
 
 

@@ -20,14 +20,18 @@ def make_data(root: Path, patients: int = 8) -> Path:
     return root
 
 
-def make_run(root: Path, data: Path, arch: str = "unet", base_filters: int = 4) -> Path:
-    """A run folder as `edge-seg train` writes it, around an untrained tiny model (32 px)."""
+def make_run(root: Path, data: Path, arch: str = "unet", base_filters: int = 4, model=None) -> Path:
+    """A run folder as `edge-seg train` writes it, around `model` or an untrained tiny model (32 px).
+
+    Pass a trained model (tests/trained_tiny.py) when the run is exported: an untrained one sits
+    on near-ties everywhere and no faithful int8 conversion can pass its gate.
+    """
     from train.evaluate import evaluate_predictor, keras_predictor, split_pairs
     from train.models import build_model, count_macs
     from train.run_dir import RunDir
 
     kwargs = {"depth": 2, "base_filters": base_filters} if arch == "unet" else {"base_filters": base_filters}
-    model = build_model(arch, SIZE, **kwargs)
+    model = model if model is not None else build_model(arch, SIZE, **kwargs)
     root.mkdir(parents=True)
     model.save(root / "model.keras")
     spec = PreprocessSpec(input_size=SIZE)

@@ -1,4 +1,4 @@
-"""The training run folder contract: file names, readers, and model resolution for later stages.
+"""The training run folder contract: file names, readers, and the one way to find and load a run's model.
 
 RUN_DIR/
   model.keras        best model by validation mean foreground Dice (float32, no optimizer)
@@ -16,6 +16,7 @@ RUN_DIR/
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +112,42 @@ class RunDir:
     def load_model(self):
         """The best model, without its training configuration (no custom objects needed)."""
         if not self.model_path.is_file():
-            raise RunDirError(f"{self.path}: no {MODEL} (training did not finish an epoch?)")
-        import tensorflow_model_optimization as tfmot
-        import tf_keras
+            raise RunDirError(f"{self.path}: no {self.model_path.name} (training did not finish an epoch?)")
+        return load_keras_file(self.model_path)
 
+
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
+def load_keras_file(path: Path):
+    """Load a `.keras`/`.h5` model (QAT wrappers included) or raise RunDirError naming the file.
+
+    A file that is not a Keras archive, or one that is truncated or corrupted, is refused here
+    rather than failing somewhere inside TensorFlow.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: model file not found")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise RunDirError(f"{path}: not a Keras model (a .keras file is a zip archive; this one is not, or it is corrupted)")
+    if path.suffix not in KERAS_SUFFIXES:
+        raise RunDirError(f"{path}: not a Keras model (expected a .keras or .h5 file or a run folder)")
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    try:
         with tfmot.quantization.keras.quantize_scope():  # QAT wrappers; harmless for float models
-            return tf_keras.models.load_model(self.model_path, compile=False)
+            return tf_keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types (ValueError, OSError, KeyError, zip errors)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: not a readable Keras model ({message[:200]})") from exc
 
 
 def resolve_model(path: Path):
-    """(keras model, RunDir or None) from a run folder or a .keras file.
+    """(keras model, RunDir or None) from a run folder or a .keras/.h5 file.
 
-    A .keras file inside a run folder (beside config.json) also returns that RunDir, so its
-    preprocessing spec and split are known.
+    A model file inside a run folder that names it (config.json "model_file", else model.keras)
+    also returns that RunDir, so its preprocessing spec and split are known.
     """
     path = Path(path)
     if path.is_dir():
@@ -131,12 +155,10 @@ def resolve_model(path: Path):
         if not run.model_path.is_file():
             raise RunDirError(f"{path}: not a run folder (no {run.model_path.name} inside)")
         return run.load_model(), run
-    if path.is_file() and path.suffix == ".keras":
-        import tf_keras
-
+    if path.is_file() and path.suffix in KERAS_SUFFIXES:
         run = RunDir(path.parent)
-        model = tf_keras.models.load_model(path, compile=False)
-        return model, (run if run.is_run() else None)
+        owner = run if run.is_run() and run.model_path.resolve() == path.resolve() else None
+        return load_keras_file(path), owner
     if not path.exists():
         raise RunDirError(f"{path}: no such file or folder")
     raise RunDirError(f"{path}: neither a run folder nor a .keras model")
