@@ -203,16 +203,24 @@ def optimize(
 @app.command("export")
 def export_(
     model_or_run: Annotated[Path, typer.Argument(help="A .keras model or a run folder.")],
-    out: Annotated[Path, typer.Option(help="Folder for the artefacts and their manifests.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--output", "--out", help="Folder for the artefacts and their manifests.")
+    ],
     formats: Annotated[
         str,
         typer.Option(help="Comma list: tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp32, onnx-int8, or all."),
     ] = "all",
     calibration_data: Annotated[Path | None, typer.Option(help="Data folder for int8 calibration (training split only).")] = None,
-    calibration_samples: Annotated[int, typer.Option(min=1, help="Calibration slices.")] = 64,
+    calibration_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Calibration slices (default: 64, or all the training split has; at least 8)."),
+    ] = None,
 ) -> None:
-    """Export TFLite and ONNX artefacts with manifests, and validate each one (needs 'train')."""
-    command = load_command("export.exporter", "export_command")
+    """Export TFLite and ONNX artefacts with manifests, and gate each one (needs 'train').
+
+    Exit status: 0 every artefact passed its gate, 1 one failed (no file of its name is left), 2 bad input.
+    """
+    command = load_command("export.command", "export_command")
     command(
         model_or_run=model_or_run,
         out=out,
