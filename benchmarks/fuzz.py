@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -463,40 +464,48 @@ def dciodvfy_errors(path: Path) -> list[str] | None:
 
 def check_outputs(out: Path, validate: bool = True) -> list[str]:
     """Leftover temp/staging/lock files, output files that do not parse, DICOM outputs dciodvfy rejects."""
+    problems: list[str] = []
+    if not out.exists():
+        return problems
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # outputs copy hostile values (odd charsets): parse them, quietly
+        for path in sorted(p for p in out.rglob("*")):
+            problems += _check_output(out, path, validate)
+    return problems
+
+
+def _check_output(out: Path, path: Path, validate: bool) -> list[str]:
+    """One output entry: a leftover by its name, else a file that must parse as its type."""
     import numpy as np
     import pydicom
     from PIL import Image
 
-    problems = []
-    if not out.exists():
-        return problems
-    for path in sorted(p for p in out.rglob("*")):
-        if any(m in path.name for m in LEFTOVER_MARKERS):
-            problems.append(f"leftover {path.relative_to(out)}")
-            continue
-        if not path.is_file():
-            continue
-        try:
-            if path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-            elif path.suffix == ".csv":
-                list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-            elif path.suffix == ".png":
-                with Image.open(path) as image:
-                    image.verify()
-            elif path.suffix == ".npy":
-                np.load(path, allow_pickle=False)
-            elif path.suffix == ".dcm":
-                for element in pydicom.dcmread(path).iterall():  # every value decodes
-                    _ = element.value
-                errors = dciodvfy_errors(path) if validate else None
-                if errors:
-                    problems.append(f"invalid DICOM {path.relative_to(out)} (dciodvfy: {errors[0][:160]})")
-            else:
-                problems.append(f"unexpected output {path.relative_to(out)}")
-        except Exception as exc:
-            problems.append(f"corrupt {path.relative_to(out)} ({type(exc).__name__}: {exc})")
-    return problems
+    name = path.relative_to(out)
+    if any(m in path.name for m in LEFTOVER_MARKERS):
+        return [f"leftover {name}"]
+    if not path.is_file():
+        return []
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".csv":
+            list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        elif path.suffix == ".png":
+            with Image.open(path) as image:
+                image.verify()
+        elif path.suffix == ".npy":
+            np.load(path, allow_pickle=False)
+        elif path.suffix == ".dcm":
+            for element in pydicom.dcmread(path).iterall():  # every value decodes
+                _ = element.value
+            errors = dciodvfy_errors(path) if validate else None
+            if errors:
+                return [f"invalid DICOM {name} (dciodvfy: {errors[0][:160]})"]
+        else:
+            return [f"unexpected output {name}"]
+    except Exception as exc:
+        return [f"corrupt {name} ({type(exc).__name__}: {exc})"]
+    return []
 
 
 def check_accounting(inp: Path, out: Path, code: int, hostile: set[str]) -> list[str]:
