@@ -4,113 +4,54 @@ One evaluation path (train.evaluate.evaluate_predictor: the runtime's preprocess
 Dice/IoU at original resolution) for the Keras baseline and every artefact run through
 edge_runtime.backends; per class Dice, IoU and their change vs the baseline; thecal-sac area
 error and stenosis-grade agreement against the ground truth (edge_runtime.measure); and the
-tolerance gates of benchmarks.gates. Without TensorFlow (an edge box) the baseline is the
-recorded metrics.json of the run, or the float-baseline metrics in the manifests.
+tolerance gates of edge_runtime.tolerances. Without TensorFlow (an edge box) the baseline is
+the recorded metrics.json of the run, or the float-baseline metrics in the manifests.
+
+This module holds the orchestration; the rows and report are in benchmarks.accuracy_model, the
+tables in benchmarks.accuracy_markdown and the command line in benchmarks.accuracy_cli (their
+public names are importable from here too).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.gates import DEFAULT_TOLERANCES, GateResult, check_gates, tolerance_table
+from benchmarks.accuracy_cli import accuracy_command, print_verdict
+from benchmarks.accuracy_markdown import accuracy_markdown, write_accuracy
+from benchmarks.accuracy_model import BASELINE_LABEL, AccuracyReport, ModelAccuracy
+from benchmarks.markdown import md_cell
 from benchmarks.variants import Variant, discover_variants
-from edge_runtime.atomic import atomic_write_text
 from edge_runtime.backends import BackendError, default_threads, open_backend
 from edge_runtime.labels import CLASSES, FOREGROUND
 from edge_runtime.measure import StenosisThresholds, measure_slice
 from edge_runtime.progress import progress_bar
+from edge_runtime.tolerances import check_gates
+
+__all__ = [
+    "BASELINE_LABEL",
+    "NOMINAL_PIXEL_SPACING_MM",
+    "AccuracyReport",
+    "ModelAccuracy",
+    "accuracy_command",
+    "accuracy_markdown",
+    "baseline_accuracy",
+    "clinical_agreement",
+    "evaluate_variant",
+    "md_cell",
+    "print_verdict",
+    "recorded_scores",
+    "run_accuracy",
+    "write_accuracy",
+]
 
 NOMINAL_PIXEL_SPACING_MM = (0.6875, 0.6875)
 """Label PNGs carry no spacing; the Mendeley axial series (and the phantom) are 0.6875 mm."""
-BASELINE_LABEL = "keras-float"
-
-
-@dataclass
-class ModelAccuracy:
-    """Scores of one model on the test slices, its change vs the baseline and its gate checks."""
-
-    label: str
-    format: str
-    precision: str
-    recipe: str
-    source: str  # "keras" (evaluated here), "artifact" (edge backend), "recorded" (metrics.json / manifest)
-    gate: str | None = None
-    backend: str | None = None
-    mean_dice: float | None = None
-    mean_iou: float | None = None
-    dice: dict[str, float] = field(default_factory=dict)
-    iou: dict[str, float] = field(default_factory=dict)
-    delta_dice: dict[str, float] = field(default_factory=dict)
-    delta_iou: dict[str, float] = field(default_factory=dict)
-    delta_mean_dice: float | None = None
-    patient_mean_dice: dict[str, float] = field(default_factory=dict)
-    ts: dict[str, Any] | None = None
-    gates: list[GateResult] = field(default_factory=list)
-    eval_seconds: float | None = None
-    error: str | None = None
-    skipped: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(g.passed for g in self.gates)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["gates"] = [g.to_dict() for g in self.gates]
-        data["passed"] = self.passed
-        return data
-
-
-@dataclass
-class AccuracyReport:
-    """The baseline, every variant, and what they were evaluated on."""
-
-    run_dir: str
-    data: str
-    modality: str
-    patients: list[str]
-    n_slices: int
-    baseline: ModelAccuracy
-    variants: list[ModelAccuracy]
-    thresholds_mm2: dict[str, float]
-    pixel_spacing_mm: list[float]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def failed_gates(self) -> list[GateResult]:
-        return [g for v in self.variants for g in v.gates if not g.passed]
-
-    @property
-    def errors(self) -> list[ModelAccuracy]:
-        return [v for v in [self.baseline, *self.variants] if v.error]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed_gates and not self.errors
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": self.run_dir,
-            "data": self.data,
-            "modality": self.modality,
-            "patients": self.patients,
-            "n_slices": self.n_slices,
-            "tolerances": tolerance_table(DEFAULT_TOLERANCES),
-            "thresholds_mm2": self.thresholds_mm2,
-            "pixel_spacing_mm": self.pixel_spacing_mm,
-            "baseline": self.baseline.to_dict(),
-            "variants": [v.to_dict() for v in self.variants],
-            "failed_gates": [g.to_dict() for g in self.failed_gates],
-            "passed": self.passed,
-            "notes": self.notes,
-        }
 
 
 def clinical_agreement(
@@ -298,12 +239,14 @@ def run_accuracy(
     show_progress: bool = True,
     use_keras: bool | None = None,
     variants: Sequence[Variant] | None = None,
+    allow_skip: bool = False,
 ) -> AccuracyReport:
     """Evaluate the baseline and every artefact in `artifacts` on the run's test patients.
 
     `max_patients` keeps only the first N test patients (the quick profile); it is ignored when
-    the baseline is a recorded one, which was computed on all of them. Raises FileNotFoundError /
-    ValueError (ManifestError, RunDirError) for unusable inputs.
+    the baseline is a recorded one, which was computed on all of them. A variant whose backend
+    is not installed is skipped, which fails the report unless `allow_skip`. Raises
+    FileNotFoundError / ValueError (ManifestError, RunDirError) for unusable inputs.
     """
     from train.evaluate import split_pairs
     from train.run_dir import RunDir
@@ -351,132 +294,5 @@ def run_accuracy(
         thresholds_mm2=asdict(StenosisThresholds()),
         pixel_spacing_mm=spacing,
         notes=notes,
+        allow_skip=allow_skip,
     )
-
-
-def md_cell(text: str) -> str:
-    """Escape pipes so a value like |dDice TS| stays inside its Markdown table cell."""
-    return str(text).replace("|", "\\|")
-
-
-def _f(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def accuracy_markdown(report: AccuracyReport) -> str:
-    """Markdown: main Dice table with deltas, IoU table, clinical agreement, gate checks."""
-    shorts = [c.short for c in FOREGROUND]
-    rows = [report.baseline, *report.variants]
-    lines = [
-        "| model | recipe | precision | gate | mean Dice | d mean | "
-        + " | ".join(f"{s} Dice (d)" for s in shorts)
-        + " | verdict |",
-        "|---|---|---|---|---:|---:|" + "---:|" * len(shorts) + "---|",
-    ]
-    for r in rows:
-        if r.error or r.skipped or not r.dice:
-            lines.append(
-                f"| {r.label} | {r.recipe} | {r.precision} | {r.gate or '-'} | {r.error or r.skipped} |"
-                + " |" * (len(shorts) + 2)
-            )
-            continue
-        cells = [f"{r.dice[s]:.4f} ({r.delta_dice[s]:+.4f})" if r.delta_dice else f"{r.dice[s]:.4f}" for s in shorts]
-        verdict = "baseline" if r is report.baseline else ("pass" if r.passed else "**FAIL**")
-        lines.append(
-            f"| {r.label} | {r.recipe} | {r.precision} | {r.gate or '-'} | {_f(r.mean_dice)} | {_f(r.delta_mean_dice, '+.4f')} | "
-            + " | ".join(cells)
-            + f" | {verdict} |"
-        )
-    iou_header = " | ".join(f"{s} IoU (d)" for s in shorts)
-    lines += [
-        "",
-        f"| model | mean IoU | {iou_header} | patients' mean Dice min / median / max |",
-        "|---|---:|" + "---:|" * len(shorts) + "---|",
-    ]
-    for r in rows:
-        if not r.iou:
-            continue
-        cells = [f"{r.iou[s]:.4f} ({r.delta_iou[s]:+.4f})" if r.delta_iou else f"{r.iou[s]:.4f}" for s in shorts]
-        spread = r.patient_mean_dice
-        spread_text = f"{spread['min']:.3f} / {spread['median']:.3f} / {spread['max']:.3f}" if spread else "-"
-        lines.append(f"| {r.label} | {_f(r.mean_iou)} | " + " | ".join(cells) + f" | {spread_text} |")
-    relative, absolute = report.thresholds_mm2["relative_mm2"], report.thresholds_mm2["absolute_mm2"]
-    lines += [
-        "",
-        f"Thecal sac vs ground truth (pixel spacing {report.pixel_spacing_mm[0]} mm; grades: normal >= "
-        f"{relative:.0f} mm2, relative, absolute < {absolute:.0f} mm2):",
-        "",
-        "| model | TS slices | area MAE mm2 | bias mm2 | max abs error mm2 | mean abs % | grade agreement | graded slices |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if not r.ts:
-            continue
-        t = r.ts
-        agreement = None if t["grade_agreement"] is None else 100 * t["grade_agreement"]
-        lines.append(
-            f"| {r.label} | {t['ts_slices']} | {_f(t['area_mae_mm2'], '.1f')} | {_f(t['area_bias_mm2'], '+.1f')} "
-            f"| {_f(t['area_max_abs_error_mm2'], '.1f')} | {_f(t['area_mean_abs_percent'], '.1f')} "
-            f"| {_f(agreement, '.1f')} % | {t['graded_slices']} |"
-        )
-    lines += ["", "| model | gate | check | value | limit | result |", "|---|---|---|---:|---:|---|"]
-    for r in report.variants:
-        for g in r.gates:
-            lines.append(
-                f"| {g.variant} | {g.gate} | {md_cell(g.check)} | {g.value:.4f} | {g.limit:.4f} "
-                f"| {'pass' if g.passed else '**FAIL**'} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def write_accuracy(report: AccuracyReport, out: Path) -> None:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "accuracy.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    header = (
-        f"# Accuracy\n\n{len(report.patients)} test patients, {report.n_slices} slices ({report.modality}); "
-        f"baseline: {report.baseline.source}.\n\n"
-    )
-    atomic_write_text(out / "accuracy.md", header + accuracy_markdown(report))
-
-
-def print_verdict(report: AccuracyReport, console) -> None:
-    """One line per failed gate or error, then the overall verdict, on stderr."""
-    for row in report.errors:
-        console.print(f"[red]error:[/] {row.label}: {row.error}")
-    for row in [*report.variants]:
-        if row.skipped:
-            console.print(f"[yellow]skipped:[/] {row.label}: {row.skipped}")
-    for gate in report.failed_gates:
-        console.print(f"[red]gate failed:[/] {gate.describe()}")
-    checks = sum(len(v.gates) for v in report.variants)
-    verdict = "[green]all gates passed[/]" if report.passed else "[red]accuracy gates FAILED[/]"
-    console.print(f"{verdict}: {checks} checks on {len(report.variants)} variants, {report.n_slices} test slices")
-
-
-def accuracy_command(
-    run_dir: Path,
-    artifacts: Path,
-    data: Path | None = None,
-    out: Path | None = None,
-    quick: bool = False,
-    threads: int | None = None,
-) -> int:
-    """CLI body of `edge-seg bench accuracy`: 0 all gates pass, 1 a gate failed or a variant
-    could not be evaluated, 2 unusable input."""
-    import sys
-
-    from rich.console import Console
-
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        report = run_accuracy(run_dir, artifacts, data, max_patients=2 if quick else None, threads=threads)
-    except (ValueError, FileNotFoundError, BackendError) as exc:  # ManifestError/RunDirError are ValueErrors
-        err.print(f"[red]error:[/] {exc}")
-        return 2
-    sys.stdout.write(accuracy_markdown(report))
-    if out is not None:
-        write_accuracy(report, out)
-        err.print(f"wrote {Path(out) / 'accuracy.json'} and accuracy.md")
-    print_verdict(report, err)
-    return 0 if report.passed else 1

@@ -56,13 +56,32 @@ def _exit_for_missing_extra(exc: ImportError) -> None:
     raise typer.Exit(2) from None
 
 
-def load_command(module: str, attr: str) -> Callable[..., Any]:
+def require_extra(extra: str) -> None:
+    """Exit 2 with the install hint, before the command writes anything, when `extra` is not installed."""
+    import importlib.util
+
+    for name, provider in _EXTRA_FOR_MODULE.items():
+        if provider == extra and importlib.util.find_spec(name) is None:
+            _exit_for_missing_extra(ModuleNotFoundError(f"No module named {name!r}", name=name))
+
+
+def load_command(module: str, attr: str, needs: str | None = None) -> Callable[..., Any]:
     """Import `module.attr` for a command; a missing optional extra exits 2 with a one-line hint.
 
-    The hint is given whether the extra is imported when the module loads or later, inside the
-    command.
+    `needs` names an extra the command cannot start without: it is checked before anything
+    runs, so no command writes files and then fails on a missing package. The hint is also
+    given when an extra is imported when the module loads or later, inside the command.
+    TensorFlow, when installed, is imported first with its start-up lines sent to
+    tensorflow.log in the user cache folder.
     """
+    from edge_runtime.native_log import import_tensorflow_quietly
+    from edge_runtime.user_cache import cache_dir
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    if needs is not None:
+        require_extra(needs)
+    if needs == "train":
+        import_tensorflow_quietly(cache_dir() / "tensorflow.log")
     try:
         function = getattr(importlib.import_module(module), attr)
     except ImportError as exc:
@@ -140,7 +159,9 @@ def synth(
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Data set folder in the Mendeley layout (real or synthetic).")],
-    out: Annotated[Path, typer.Option(help="Run folder for the model, config, logs, metrics and plots.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--output", "--out", help="Run folder for the model, config, logs, metrics and plots.")
+    ],
     arch: Annotated[str, typer.Option(help="Architecture: unet or resunet.")] = "unet",
     encoder: Annotated[str, typer.Option(help="resunet encoder: resnet18 or resnet34.")] = "resnet18",
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 60,
@@ -154,7 +175,7 @@ def train(
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")] = None,
 ) -> None:
     """Train a U-Net or ResNet-U-Net (needs the 'train' extra)."""
-    command = load_command("train.fit", "train_command")
+    command = load_command("train.fit", "train_command", needs="train")
     command(
         data=data,
         out=out,
@@ -177,26 +198,27 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="A .keras model, a run folder, or an exported .tflite/.onnx.")],
     data: Annotated[Path, typer.Option(help="Data set folder in the Mendeley layout.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate: train, val or test.")] = "test",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the scores as JSON to this file.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON instead of a table.")] = False,
     modality: Annotated[str, typer.Option(help="T1, T2 or both.")] = "T2",
     threads: Annotated[int | None, typer.Option(help="Threads for exported models.")] = None,
 ) -> None:
     """Per-class Dice and IoU of a model on held-out patients."""
     command = load_command("train.evaluate", "evaluate_command")
-    command(model=model, data=data, split=split, json_out=json_out, modality=modality, threads=threads)
+    command(model=model, data=data, split=split, output=output, json_output=json_output, modality=modality, threads=threads)
 
 
 @app.command()
 def optimize(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `edge-seg train`).")],
-    out: Annotated[Path, typer.Option(help="Folder for the optimised run.")],
+    out: Annotated[Path, typer.Option("-o", "--output", "--out", help="Folder for the optimised run.")],
     prune: Annotated[float | None, typer.Option(help="Target sparsity 0-1 (magnitude pruning).")] = None,
     qat: Annotated[bool, typer.Option(help="Quantisation-aware training (pruning-preserving if --prune).")] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 4,
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
 ) -> None:
     """Prune and/or quantisation-aware-train a trained model (needs the 'train' extra)."""
-    command = load_command("export.optimize", "optimize_command")
+    command = load_command("export.optimize", "optimize_command", needs="train")
     command(run_dir=run_dir, out=out, prune=prune, qat=qat, epochs=epochs, data=data)
 
 
@@ -220,7 +242,7 @@ def export_(
 
     Exit status: 0 every artefact passed its gate, 1 one failed (no file of its name is left), 2 bad input.
     """
-    command = load_command("export.command", "export_command")
+    command = load_command("export.command", "export_command", needs="train")
     command(
         model_or_run=model_or_run,
         out=out,
@@ -315,25 +337,35 @@ def bench_accuracy(
     run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
     artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write accuracy.json/accuracy.md here.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--output", "--out", help="Write accuracy.json/accuracy.md here.")] = None,
     quick: Annotated[bool, typer.Option(help="Only the first two test patients.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+    allow_skip: Annotated[
+        bool, typer.Option(help="Accept variants skipped because their backend is not installed (else they fail).")
+    ] = False,
 ) -> None:
-    """Dice/IoU of every variant vs the float baseline, with tolerance gates (exit 1 when one fails)."""
-    command = load_command("benchmarks.accuracy", "accuracy_command")
-    raise typer.Exit(command(run_dir=run_dir, artifacts=artifacts, data=data, out=out, quick=quick, threads=threads))
+    """Dice/IoU of every variant vs the float baseline, with tolerance gates.
+
+    Exit status: 0 every gate passed, 1 a gate failed or a variant failed or was skipped (see --allow-skip), 2 bad input.
+    """
+    command = load_command("benchmarks.accuracy_cli", "accuracy_command")
+    raise typer.Exit(
+        command(run_dir=run_dir, artifacts=artifacts, data=data, out=out, quick=quick, threads=threads, allow_skip=allow_skip)
+    )
 
 
 @bench_app.command("latency")
 def bench_latency(
     artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
     threads: Annotated[str, typer.Option(help="Comma list of thread counts.")] = "1,2",
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write latency.json/latency.md here.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--output", "--out", help="Write latency.json/latency.md here.")] = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="Training run: also time its float model in Keras.")
     ] = None,
     quick: Annotated[bool, typer.Option(help="Quick profile: few repeats.")] = False,
-    seed: Annotated[bool, typer.Option(help="Also time the seed project's U-Net in Keras (needs TensorFlow).")] = True,
+    seed_model: Annotated[
+        bool, typer.Option(help="Also time the seed project's U-Net in Keras (needs TensorFlow).")
+    ] = True,
     runs: Annotated[
         int | None, typer.Option(min=1, help="Whole passes over all models, for the run-to-run spread (full: 3).")
     ] = None,
@@ -341,7 +373,7 @@ def bench_latency(
     """Latency, throughput, size and memory of every variant on this machine, each in a fresh process."""
     command = load_command("benchmarks.latency", "latency_command")
     raise typer.Exit(
-        command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed, runs=runs)
+        command(artifacts=artifacts, threads=threads, out=out, run_dir=run_dir, quick=quick, seed=seed_model, runs=runs)
     )
 
 
@@ -351,7 +383,7 @@ def bench_real(
     reference: Annotated[Path, typer.Option(help="reference.jsonl: by-eye IVD/TS polygons, contrast, level per slice.")],
     model: Annotated[Path | None, typer.Option(help="Exported .tflite/.onnx model (default: the bundled one).")] = None,
     out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="Write real.json, real.md and real_contact_sheet.png here.")
+        Path | None, typer.Option("-o", "--output", "--out", help="Write real.json, real.md and real_contact_sheet.png here.")
     ] = None,
     pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing of the PNGs in mm (for areas).")] = 0.6875,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
@@ -367,7 +399,7 @@ def bench_real(
 def bench_all(
     run_dir: Annotated[Path, typer.Option("--run", help="Training run folder with the float baseline.")],
     artifacts: Annotated[Path, typer.Option(help="Folder of exported artefacts (.tflite/.onnx with manifests).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Report folder (report.md, report.json, PNG plots).")],
+    out: Annotated[Path, typer.Option("-o", "--output", "--out", help="Report folder (report.md, report.json, PNG plots).")],
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
     quick: Annotated[bool, typer.Option(help="Quick profile: two test patients, few repeats, 1 thread.")] = False,
     threads: Annotated[
@@ -392,7 +424,9 @@ def bench_all(
 @app.command()
 def recipe(
     name: Annotated[str, typer.Argument(help="Recipe name: default (the bundled model) or smoke (minutes).")] = "default",
-    out: Annotated[Path, typer.Option(help="Folder for data, runs, artefacts, report and recipe.json.")] = Path(
+    out: Annotated[
+        Path, typer.Option("-o", "--output", "--out", help="Folder for data, runs, artefacts, report and recipe.json.")
+    ] = Path(
         "recipe-out"
     ),
     bundle: Annotated[
@@ -400,7 +434,7 @@ def recipe(
     ] = False,
 ) -> None:
     """Reproduce every shipped artefact in one command: synth, train, prune, QAT, export, bench (needs 'train')."""
-    command = load_command("benchmarks.recipe", "recipe_command")
+    command = load_command("benchmarks.recipe", "recipe_command", needs="train")
     raise typer.Exit(command(name=name, out=out, bundle=bundle))
 
 

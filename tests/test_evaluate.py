@@ -74,7 +74,7 @@ def _band_predictor(spec: PreprocessSpec):
 def test_exported_model_json_equals_independent_recomputation(banded: Path, tmp_path: Path) -> None:
     model = write_band_model(tmp_path / "models", input_size=64)
     out = tmp_path / "scores.json"
-    result = runner.invoke(app, ["evaluate", str(model), "--data", str(banded), "--json", str(out)])
+    result = runner.invoke(app, ["evaluate", str(model), "--data", str(banded), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "IVD" in result.stdout and "mean (foreground)" in result.stdout
     report = json.loads(out.read_text())
@@ -105,6 +105,16 @@ def test_exported_model_json_equals_independent_recomputation(banded: Path, tmp_
     )
     assert report["per_patient"]["B2"]["mean_dice"] == pytest.approx(1.0)  # unshifted: exact
     assert report["per_patient"]["B4"]["mean_dice"] < 0.9  # shifted bands: a real, known error
+
+
+def test_json_flag_prints_the_scores_file_content_on_stdout(banded: Path, tmp_path: Path) -> None:
+    model = write_band_model(tmp_path / "models", input_size=64)
+    out = tmp_path / "scores.json"
+    result = runner.invoke(app, ["evaluate", str(model), "--data", str(banded), "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # stdout holds the JSON alone: no table around it
+    assert printed == json.loads(out.read_text())
+    assert printed["per_patient"]["B2"]["mean_dice"] == pytest.approx(1.0)
 
 
 def test_evaluate_predictor_does_not_depend_on_batching(banded: Path) -> None:
@@ -138,7 +148,7 @@ def test_evaluate_run_folder_equals_independent_recomputation_and_train_baseline
 
     data, run = trained_run
     out = tmp_path / "eval.json"
-    result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--json", str(out), "--threads", "2"])
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "-o", str(out), "--threads", "2"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     split = json.loads((run / "split.json").read_text())

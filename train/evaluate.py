@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_text
+from edge_runtime.atomic import atomic_write_json
 from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
 from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity, prepare_slice, restore_labels
@@ -192,7 +192,7 @@ def print_scores(result: EvaluationResult, title: str, console=None) -> None:
 
 def write_result_json(result: EvaluationResult, path: Path, **extra: Any) -> None:
     """Write `result.to_dict()` (plus `extra` keys) atomically."""
-    atomic_write_text(Path(path), json.dumps({**result.to_dict(), **extra}, indent=2) + "\n")
+    atomic_write_json(Path(path), {**result.to_dict(), **extra})
 
 
 def _load_predictor(model: Path, threads: int | None) -> tuple[Predictor, PreprocessSpec, Any, dict[str, Any]]:
@@ -244,15 +244,20 @@ def evaluate_command(
     model: Path,
     data: Path,
     split: str = "test",
-    json_out: Path | None = None,
+    output: Path | None = None,
     modality: str = "T2",
     threads: int | None = None,
+    json_output: bool = False,
 ) -> EvaluationResult:
-    """`edge-seg evaluate`: table on stdout, optional JSON; bad input exits 2 with a one-line error."""
+    """`edge-seg evaluate`: a table on stdout (or, with `json_output`, the scores as JSON); `output`
+    also writes the JSON to a file. Bad input exits 2 with a one-line error."""
+    import sys
+
     import typer
     from rich.console import Console
 
     from edge_runtime.backends import BackendError
+    from edge_runtime.messages import print_error
     from edge_runtime.progress import progress_bar
 
     err = Console(stderr=True, soft_wrap=True)
@@ -269,10 +274,15 @@ def evaluate_command(
                 predict, pairs, spec, modality, split=split, progress=lambda done, total: advance(done)
             )
     except (ValueError, OSError, BackendError) as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        print_error(err, exc)
         raise typer.Exit(2) from None
-    print_scores(result, f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices")
-    if json_out is not None:
-        write_result_json(result, json_out, model=str(model), data=str(data.resolve()), modality=modality)
-        err.print(f"wrote {json_out}")
+    extra = {"model": str(model), "data": str(data.resolve()), "modality": modality}
+    title = f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices"
+    if json_output:
+        sys.stdout.write(json.dumps({**result.to_dict(), **extra}, indent=2) + "\n")
+    else:
+        print_scores(result, title)
+    if output is not None:
+        write_result_json(result, output, **extra)
+        err.print(f"wrote {output}", markup=False)
     return result
