@@ -6,12 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gates import GateKind, gate_kind
 from edge_runtime.manifest import Manifest, ManifestError, gzip_size, load_verified_manifest
+from edge_runtime.precision import Precision
+from edge_runtime.tolerances import GateKind, gate_kind
 
 MODEL_SUFFIXES = (".tflite", ".onnx")
-_PRECISION_ORDER = ("fp32", "float32", "fp16", "float16", "dynamic-int8", "dynamic", "int8", "uint8")
 _FORMAT_ORDER = ("tflite", "onnx")
+
+
+def _precision_rank(precision: str) -> int:
+    """Report order of a precision (edge_runtime.precision); unknown ones last."""
+    try:
+        return Precision.parse(precision).rank
+    except ValueError:
+        return 99
 
 
 def _sparsity(provenance: dict[str, Any]) -> float | None:
@@ -77,7 +85,7 @@ class Variant:
 
     def sort_key(self) -> tuple:
         recipe_rank = 0 if self.recipe == "float" else (1 if not self.pruned else 2)
-        precision_rank = _PRECISION_ORDER.index(self.precision) if self.precision in _PRECISION_ORDER else 99
+        precision_rank = _precision_rank(self.precision)
         format_rank = _FORMAT_ORDER.index(self.format) if self.format in _FORMAT_ORDER else 99
         return (recipe_rank, self.recipe, format_rank, precision_rank, self.label)
 
