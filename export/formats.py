@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from edge_runtime.precision import Precision
+
 
 class ExportInputError(ValueError):
     """Bad input to an export: unknown format, unusable model, missing or wrong calibration data."""
@@ -16,7 +18,7 @@ class ExportFormat:
 
     name: str
     kind: str  # "tflite" | "onnx" (also the file suffix)
-    precision: str  # manifest precision: fp32, fp16, dynamic-int8, int8
+    precision: Precision  # manifest precision
     calibrated: bool  # needs representative data (unless the model is quantisation-aware trained)
 
     @property
@@ -25,19 +27,19 @@ class ExportFormat:
 
     @property
     def is_float(self) -> bool:
-        """Float artefacts must match the Keras model almost exactly (agreement gate)."""
-        return self.precision in ("fp32", "fp16")
+        """Float artefacts must reproduce the Keras model (the float gate)."""
+        return self.precision.is_float
 
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat("tflite-fp32", "tflite", "fp32", calibrated=False),
-        ExportFormat("tflite-fp16", "tflite", "fp16", calibrated=False),
-        ExportFormat("tflite-dynamic", "tflite", "dynamic-int8", calibrated=False),
-        ExportFormat("tflite-int8", "tflite", "int8", calibrated=True),
-        ExportFormat("onnx-fp32", "onnx", "fp32", calibrated=False),
-        ExportFormat("onnx-int8", "onnx", "int8", calibrated=True),
+        ExportFormat("tflite-fp32", "tflite", Precision.FP32, calibrated=False),
+        ExportFormat("tflite-fp16", "tflite", Precision.FP16, calibrated=False),
+        ExportFormat("tflite-dynamic", "tflite", Precision.DYNAMIC_INT8, calibrated=False),
+        ExportFormat("tflite-int8", "tflite", Precision.INT8, calibrated=True),
+        ExportFormat("onnx-fp32", "onnx", Precision.FP32, calibrated=False),
+        ExportFormat("onnx-int8", "onnx", Precision.INT8, calibrated=True),
     )
 }
 

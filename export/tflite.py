@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from edge_runtime.manifest import TensorSpec
+from edge_runtime.precision import Precision
 from export.model_io import is_qat_model
 
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+PRECISIONS = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
 
 
 class ConversionError(RuntimeError):
@@ -52,14 +53,14 @@ def convert_tflite(model, precision: str, calibration: np.ndarray | None = None)
     import tensorflow as tf
 
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown TFLite precision {precision!r}; choose one of {PRECISIONS}")
+        raise ValueError(f"unknown TFLite precision {precision!r}; choose one of {[str(p) for p in PRECISIONS]}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if precision == "fp16":
+    if precision == Precision.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic-int8":
+    elif precision == Precision.DYNAMIC_INT8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
+    elif precision == Precision.INT8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if not is_qat_model(model):
             if calibration is None or len(calibration) == 0:

@@ -19,7 +19,8 @@ from typer.testing import CliRunner  # noqa: E402
 from edge_runtime.cli import app  # noqa: E402
 from edge_runtime.labels import CLASSES  # noqa: E402
 from edge_runtime.preprocessing import PreprocessSpec  # noqa: E402
-from train.fit import MULTI_WORKER, TrainConfig, _schedule  # noqa: E402
+from train.distribute import plan_strategy  # noqa: E402
+from train.fit import TrainConfig, learning_rate_schedule  # noqa: E402
 from train.models import build_model, count_macs  # noqa: E402
 from train.run_dir import RunDir, RunDirError, resolve_model  # noqa: E402
 
@@ -94,7 +95,7 @@ def test_resume_continues_epochs_and_the_optimizer_state(run: Path) -> None:
     train_slices = 3 * len(json.loads((run / "split.json").read_text())["train"])
     steps = -(-train_slices // TINY["batch_size"])
     config = TrainConfig(**{**TINY, "encoder": None, "depth": 4, "epochs": 2, "lr": 2e-3, "modality": "T2", "data": ""})
-    schedule = _schedule(config, steps)
+    schedule = learning_rate_schedule(config, steps)
     assert float(after[1]["lr"]) == pytest.approx(float(schedule(1 + steps)), rel=1e-5)
     assert float(after[1]["lr"]) != pytest.approx(float(schedule(steps)), rel=1e-3)
 
@@ -163,5 +164,32 @@ def test_missing_or_empty_data_and_reused_out_exit_2(run: Path, data: Path, tmp_
         assert message in " ".join(result.output.split()), result.output
 
 
-def test_multi_worker_snippet_documents_tf_config() -> None:
-    assert "MultiWorkerMirroredStrategy" in MULTI_WORKER and "TF_CONFIG" in MULTI_WORKER
+def _tf_config(index: int, task: str = "worker", chief: bool = False) -> str:
+    cluster = {"worker": ["hostA:12345", "hostB:12345"], **({"chief": ["hostC:12345"]} if chief else {})}
+    return json.dumps({"cluster": cluster, "task": {"type": task, "index": index}})
+
+
+def test_strategy_follows_the_visible_gpus_and_tf_config() -> None:
+    assert (plan_strategy(None, 0).kind, plan_strategy(None, 0).uses_gpu) == ("default", False)
+    assert (plan_strategy("", 1).kind, plan_strategy("", 1).uses_gpu) == ("default", True)
+    assert (plan_strategy("{}", 4).kind, plan_strategy("{}", 4).uses_gpu) == ("mirrored", True)
+    single = json.dumps({"cluster": {"worker": ["hostA:1"]}, "task": {"type": "worker", "index": 0}})
+    assert plan_strategy(single, 2).kind == "mirrored"  # one worker is not a cluster
+
+
+def test_multi_worker_training_has_exactly_one_chief() -> None:
+    workers = [plan_strategy(_tf_config(i), 1) for i in range(2)]
+    assert [p.kind for p in workers] == ["multi-worker", "multi-worker"]
+    assert [p.is_chief for p in workers] == [True, False]  # worker 0 writes the run folder
+    with_chief = [plan_strategy(_tf_config(0, "chief", chief=True), 0)] + [
+        plan_strategy(_tf_config(i, chief=True), 0) for i in range(2)
+    ]
+    assert [p.is_chief for p in with_chief] == [True, False, False]  # a "chief" task outranks worker 0
+    assert not any(p.uses_gpu for p in with_chief)
+
+
+def test_a_malformed_tf_config_is_named() -> None:
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        plan_strategy("{cluster", 0)
+    with pytest.raises(ValueError, match="TF_CONFIG must be a JSON object"):
+        plan_strategy("[1, 2]", 0)
