@@ -5,8 +5,9 @@
 Writes a seeded 15-slice synthetic study (edge-seg synth), runs the CLI once to warm the disk
 cache and the backend choice, then `--runs` timed runs. Each run is a new process, as on a
 scanner-side box: wall time and peak RSS come from the operating system (os.wait4), the stage
-breakdown from the run's own report.json, and "start-up" is what the process spent outside
-run_command (interpreter, imports before the command, exit). `edge-seg --help` and bare
+breakdown from the run's own report.json, and "startup_and_exit" is what the process spent
+outside the report's total (interpreter, imports, argument parsing, report writing, exit); a
+second set of runs with timestamps splits that into phases. `edge-seg --help` and bare
 interpreter start are timed the same way. Medians are printed; treat them as ratios when the
 machine is busy (its load average is printed too).
 """
@@ -53,6 +54,7 @@ class StudyTime:
     runs: list[dict[str, Any]] = field(default_factory=list)
     help: list[ProcessRun] = field(default_factory=list)
     python: list[ProcessRun] = field(default_factory=list)
+    phases: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,9 +79,48 @@ def run_measured(argv: list[str], env: dict[str, str], timeout_s: float = 300.0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        tail = err.read().decode(errors="replace")[-400:]
+        tail = err.read().decode(errors="replace")[-2000:]
     scale = 1 if sys.platform == "darwin" else 1024
     return ProcessRun(wall, int(usage.ru_maxrss) * scale, proc.returncode, usage.ru_utime + usage.ru_stime, tail)
+
+
+# The same CLI run with timestamps at its phase boundaries (printed to stderr at exit).
+PHASES = """
+import atexit, sys, time
+start = time.perf_counter()
+marks = {}
+import edge_runtime.cli as cli
+marks["cli_imported"] = time.perf_counter() - start
+import edge_runtime.run as run
+command = run.run_command
+def timed(**kwargs):
+    marks["run_command_entered"] = time.perf_counter() - start
+    try:
+        return command(**kwargs)
+    finally:
+        marks["run_command_returned"] = time.perf_counter() - start
+run.run_command = timed
+atexit.register(lambda: sys.stderr.write("PHASES " + repr(marks | {"atexit": time.perf_counter() - start}) + "\\n"))
+sys.argv = ["edge-seg", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def measure_phases(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Where a run's wall time goes outside its report: imports, argument parsing, run_command,
+    what follows it (reports are timed inside), and interpreter shutdown after atexit."""
+    import ast
+
+    done = run_measured([sys.executable, "-c", PHASES, *argv[len(CLI):]], env)
+    line = next(text for text in done.stderr_tail.splitlines() if text.startswith("PHASES "))
+    marks = ast.literal_eval(line[len("PHASES "):])
+    return {
+        "interpreter_and_cli_import": marks["cli_imported"],
+        "parse_and_import_run": marks["run_command_entered"] - marks["cli_imported"],
+        "run_command": marks["run_command_returned"] - marks["run_command_entered"],
+        "after_run_command": marks["atexit"] - marks["run_command_returned"],
+        "shutdown_after_atexit": done.wall_s - marks["atexit"],
+    }
 
 
 def make_study(folder: Path, env: dict[str, str], seed: int = 0) -> Path:
@@ -124,6 +165,8 @@ def measure_study(
         }
         result.runs.append(entry)
     for _ in range(runs):
+        result.phases.append(measure_phases(argv, env))
+    for _ in range(runs):
         result.help.append(run_measured([*CLI, "--help"], env))
         result.python.append(run_measured([sys.executable, "-c", "pass"], env))
     return result
@@ -165,6 +208,9 @@ def markdown(result: StudyTime) -> str:
         "|---|---:|",
     ]
     lines += [f"| {name} | {_median(values):.3f} |" for name, values in stages.items()]
+    if result.phases:
+        lines += ["", "| phase (same run with timestamps) | median s |", "|---|---:|"]
+        lines += [f"| {name} | {_median([p[name] for p in result.phases]):.3f} |" for name in result.phases[0]]
     return "\n".join(lines) + "\n"
 
 
