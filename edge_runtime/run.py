@@ -58,7 +58,7 @@ from edge_runtime.outputs import (
 from edge_runtime.progress import progress_bar
 from edge_runtime.report import SeriesOutcome, build_report, build_summary, model_info, report_csv, report_json
 from edge_runtime.report_outputs import planned_summaries, write_run_summaries
-from edge_runtime.segmenter import Segmenter
+from edge_runtime.segmenter import Segmenter, Timings
 from edge_runtime.selection import RulesError, SelectionRules
 from edge_runtime.truth import score_series, truth_index
 from edge_runtime.writers import SERIES_WRITERS, SeriesResult
@@ -271,8 +271,15 @@ def run_command(
     json_output: bool = False,
     batch_size: int = 8,
     rules: Path | None = None,
+    loaded: Segmenter | None = None,
+    quiet: bool = False,
 ) -> int:
-    """Segment every selected series under `input` into `output`; returns the exit status."""
+    """Segment every selected series under `input` into `output`; returns the exit status.
+
+    `loaded`: an already-loaded Segmenter (model, backend) to reuse, as the long-lived
+    `edge-seg serve` worker does; `model`, `threads`, `backend` and `batch_size` are then
+    ignored. `quiet`: print nothing on success (the caller reads OUTPUT/summary.json).
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     try:
@@ -287,7 +294,7 @@ def run_command(
         options = RunOptions(
             input=input_path,
             output=output,
-            model=resolve_model(model),
+            model=resolve_model(model) if loaded is None else loaded.model_path,
             formats=parse_formats(formats),
             thresholds=StenosisThresholds(ts_relative_mm2, ts_absolute_mm2),
             overwrite=overwrite,
@@ -295,7 +302,10 @@ def run_command(
         )
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
-        segmenter = _load_model(options, backend, threads, batch_size)
+        if loaded is None:
+            segmenter = _load_model(options, backend, threads, batch_size)
+        else:  # reused across runs: this run's report counts only this run's stage times
+            segmenter, loaded.timings = loaded, Timings()
         if base_rules is not None:
             options.rules = base_rules.with_series(series)
         elif series is not None:
@@ -311,7 +321,7 @@ def run_command(
         return 2
     try:
         with _interruptible():
-            return _run(study, segmenter, options, outputs, timings, started, json_output)
+            return _run(study, segmenter, options, outputs, timings, started, json_output, quiet)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         err.print(f"[red]error:[/] {escape(str(exc) or 'interrupted')}; nothing written, staged files removed")
@@ -328,6 +338,7 @@ def _run(
     timings: dict[str, float],
     started: float,
     json_output: bool,
+    quiet: bool = False,
 ) -> int:
     dicom_outputs = {OutputFormat.SEG, OutputFormat.SR, OutputFormat.SUMMARY}
     if dicom_outputs & set(options.formats) and any(s.kind == "dicom" for s in study.selected):
@@ -389,6 +400,8 @@ def _run(
     except OSError as exc:
         err.print(f"[red]error:[/] writing the results into {escape(display_path(options.output))} failed ({escape(str(exc))})")
         return 2
+    if quiet:
+        return exit_code
     if json_output:
         print(json.dumps(summary, indent=2))
     else:
