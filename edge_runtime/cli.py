@@ -216,10 +216,15 @@ def optimize(
     qat: Annotated[bool, typer.Option(help="Quantisation-aware training (pruning-preserving if --prune).")] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs.")] = 4,
     data: Annotated[Path | None, typer.Option(help="Data folder (default: the run's).")] = None,
+    recover_epochs: Annotated[
+        int,
+        typer.Option(min=0, help="With --prune: up to this many more epochs at full sparsity, stopped once the "
+                     "validation Dice drop is within the pruned gate (0.02)."),
+    ] = 0,
 ) -> None:
     """Prune and/or quantisation-aware-train a trained model (needs the 'train' extra)."""
     command = load_command("export.optimize", "optimize_command", needs="train")
-    command(run_dir=run_dir, out=out, prune=prune, qat=qat, epochs=epochs, data=data)
+    command(run_dir=run_dir, out=out, prune=prune, qat=qat, epochs=epochs, data=data, recover_epochs=recover_epochs)
 
 
 @app.command("export")

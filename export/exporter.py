@@ -39,7 +39,7 @@ class ExportGateError(RuntimeError):
     def __init__(self, results: list[ExportResult]) -> None:
         self.results = results
         failed = [r for r in results if not r.passed]
-        super().__init__("; ".join(f"{r.format}: {r.error or r.validation.summary()}" for r in failed))
+        super().__init__("; ".join(f"{r.format}: {r.error}" if r.error else r.validation.summary() for r in failed))
 
 
 @dataclass

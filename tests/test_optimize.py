@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import run_factory
+import trained_tiny
 from typer.testing import CliRunner
 
 from edge_runtime.manifest import load_verified_manifest
@@ -35,7 +36,8 @@ def _pruned_share(model) -> float:
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("optimize")
     data = run_factory.make_data(root / "data")
-    return root, data, run_factory.make_run(root / "run", data)
+    # trained, so that its int8 exports have real decisions to reproduce (tests/trained_tiny.py)
+    return root, data, run_factory.make_run(root / "run", data, model=trained_tiny.trained_unet())
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +118,12 @@ def test_qat_and_pqat_train_and_export_int8(arch, preserve, convert, tmp_path):
     from export.exporter import export_model
     from export.prune import measure_sparsity
     from export.qat import quantize_aware
-    from train.models import build_model
+    from export.validate import ValidationSet
 
-    rng = np.random.default_rng(0)
-    x = rng.random((4, SIZE, SIZE, 1), dtype=np.float32)
-    y = rng.integers(0, 5, (4, SIZE, SIZE))
-    kwargs = {"depth": 2} if arch == "unet" else {}
-    model = build_model(arch, SIZE, base_filters=4, **kwargs)
+    # trained first: QAT and its int8 conversion must reproduce real decisions to pass the export gate
+    model = trained_tiny.trained_unet(arch=arch, epochs=20 if convert else 1)
+    x = trained_tiny.blob_images(8, seed=0)
+    y = trained_tiny.band_labels(x)
     if preserve:  # sparsify by hand (tfmot pruning itself is covered by the optimize tests above)
         for layer in model.layers:
             if type(layer).__name__ == "Conv2D":
@@ -138,10 +139,36 @@ def test_qat_and_pqat_train_and_export_int8(arch, preserve, convert, tmp_path):
         assert measure_sparsity(qat)["overall"] > 0.49
     if not convert:
         return
-    (result,) = export_model(qat, tmp_path, "tflite-int8", PreprocessSpec(input_size=SIZE), name=arch)
+    images = trained_tiny.blob_images(16, seed=2)
+    validation = ValidationSet(images, trained_tiny.band_labels(images), "blob slices")
+    (result,) = export_model(qat, tmp_path, "tflite-int8", PreprocessSpec(input_size=SIZE), name=arch, validation=validation)
     manifest = load_verified_manifest(result.path)
     assert manifest.inputs[0].dtype == "int8" and manifest.outputs[0].dtype == "int8"
     assert result.ops.float_ops == []
+
+
+def test_recovery_fine_tunes_a_high_sparsity_until_the_validation_drop_is_within_the_gate(workspace):
+    from export.optimize import optimize_run
+    from train.evaluate import evaluate_predictor, keras_predictor, split_pairs
+
+    root, data, run = workspace
+    out = root / "pruned75"
+    optimize_run(run, out, prune=0.75, epochs=1, recover_epochs=2)
+    recovery = json.loads((out / "config.json").read_text())["optimization"]["recovery"]
+    rounds = recovery["rounds"]
+    assert [r["extra_epochs"] for r in rounds] == list(range(len(rounds))) and 1 <= len(rounds) <= 3
+    assert recovery["gate_mean_drop"] == 0.02  # the pruned row of the tolerance table
+    assert all(r["val_mean_dice_drop"] > 0.02 for r in rounds[:-1])  # it stopped at the first round within the gate
+    assert recovery["within_gate"] == (rounds[-1]["val_mean_dice_drop"] <= 0.02)
+    assert recovery["within_gate"] or len(rounds) == 3  # or it used every allowed epoch
+    # the recorded drop is the saved model's, recomputed here on the validation patients
+    pairs, _ = split_pairs(data, "val", RunDir(run))
+    spec = RunDir(run).spec()
+    source = evaluate_predictor(keras_predictor(RunDir(run).load_model()), pairs, spec).scores.mean_dice
+    saved = evaluate_predictor(keras_predictor(RunDir(out).load_model()), pairs, spec).scores.mean_dice
+    assert recovery["source_val_mean_dice"] == pytest.approx(source, abs=1e-6)
+    assert rounds[-1]["val_mean_dice_drop"] == pytest.approx(source - saved, abs=1e-4)
+    assert abs(_pruned_share(RunDir(out).load_model()) - 0.75) < 0.01
 
 
 def test_optimize_bad_input_exits_2(workspace, tmp_path):
@@ -154,6 +181,7 @@ def test_optimize_bad_input_exits_2(workspace, tmp_path):
         ([str(run), "--out", str(tmp_path / "o"), "--prune", "1.5"], "between 0 and 1"),
         ([str(data), "--out", str(tmp_path / "o"), "--prune", "0.5"], "not a run folder"),
         ([str(run), "--out", str(run), "--prune", "0.5"], "source run folder"),
+        ([str(run), "--out", str(tmp_path / "o"), "--qat", "--recover-epochs", "2"], "pass --prune"),
         ([str(run), "--out", str(tmp_path / "o"), "--prune", "0.5", "--data", str(tmp_path / "nowhere")], "not found"),
     ]
     for args, message in cases:

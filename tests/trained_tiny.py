@@ -31,14 +31,14 @@ def band_labels(images: np.ndarray) -> np.ndarray:
     return np.minimum((images[..., 0] * NUM_CLASSES).astype(np.uint8), NUM_CLASSES - 1)
 
 
-def trained_unet(size: int = SIZE, epochs: int = 20, seed: int = 0):
-    """A depth-2, 4-filter U-Net fitted to band_labels (about 10 s on two busy cores)."""
+def trained_unet(size: int = SIZE, epochs: int = 20, seed: int = 0, arch: str = "unet", **kwargs):
+    """A 4-filter model (depth-2 U-Net by default) fitted to band_labels (about 10 s on two busy cores)."""
     import tf_keras as keras
 
-    from train.models import unet
+    from train.models import build_model
 
     keras.utils.set_random_seed(seed)
-    model = unet(input_size=size, depth=2, base_filters=4)
+    model = build_model(arch, size, base_filters=4, **({"depth": 2} if arch == "unet" else {}), **kwargs)
     images = blob_images(64, seed=7, size=size)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(images, band_labels(images), batch_size=8, epochs=epochs, verbose=0)
