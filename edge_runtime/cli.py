@@ -40,6 +40,7 @@ _EXTRA_FOR_MODULE = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "highdicom": "dicom-seg",
+    "pynetdicom": "node",
 }
 
 
@@ -441,6 +442,72 @@ def recipe(
     """Reproduce every shipped artefact in one command: synth, train, prune, QAT, export, bench (needs 'train')."""
     command = load_command("benchmarks.recipe", "recipe_command", needs="train")
     raise typer.Exit(command(name=name, out=out, bundle=bundle))
+
+
+@app.command()
+def serve(
+    spool: Annotated[Path, typer.Option(help="Durable spool folder: received instances, queue, outbox, status.json.")] = Path(
+        "edge-seg-spool"
+    ),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output tree: OUTPUT/<StudyInstanceUID>/<SeriesInstanceUID>/.")
+    ] = Path("edge-seg-results"),
+    ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "EDGESEG",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="DICOM port to listen on (0: any free port, logged at start).")] = 11112,
+    scp: Annotated[bool, typer.Option(help="Run the Storage SCP (--no-scp with --watch: folder input only).")] = True,
+    allow: Annotated[
+        list[str] | None, typer.Option(help="Calling AE title allowed to store or echo (repeat; default: any).")
+    ] = None,
+    send: Annotated[
+        list[str] | None, typer.Option(help="Send SEG, SR and key images to AE@HOST:PORT by C-STORE (repeat).")
+    ] = None,
+    watch: Annotated[
+        Path | None, typer.Option(help="Also take series folders dropped into this folder (complete after the quiet time).")
+    ] = None,
+    quiet_seconds: Annotated[float, typer.Option(help="A series is complete this long after its last instance.")] = 5.0,
+    min_free_mb: Annotated[
+        int, typer.Option(help="Refuse associations and instances when the spool's free disk is below this (MB).")
+    ] = 500,
+    model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, litert, tflite-runtime, openvino or onnxruntime.")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+    format: Annotated[
+        str, typer.Option(help="Outputs per series, as for `edge-seg run --format` (summary adds key images).")
+    ] = "seg,sr,report",
+    retry_seconds: Annotated[float, typer.Option(help="First retry delay for a destination; doubles per failure.")] = 2.0,
+    retry_max_seconds: Annotated[float, typer.Option(help="Longest retry delay for a destination.")] = 300.0,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM: keep processing and sending this long.")] = 20.0,
+    network_timeout: Annotated[float, typer.Option(help="Abort an association silent this long (seconds).")] = 60.0,
+    retain_hours: Annotated[
+        float, typer.Option(help="Keep processed inputs this long (late instances re-run the whole series).")
+    ] = 24.0,
+    max_associations: Annotated[int, typer.Option(min=1, help="Concurrent associations accepted.")] = 8,
+    log: Annotated[Path | None, typer.Option(help="Append the JSON-lines event log to this file instead of stdout.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Print the status of the node on --spool as JSON and exit.")] = False,
+) -> None:
+    """Scanner-side DICOM node: receive series by C-STORE (or a watch folder), segment, send the results to PACS.
+
+    Exit status: 0 after a clean drain on SIGTERM/SIGINT; 2 bad option, spool in use, model or port error.
+    With --status: 0 the node is running, 1 it is not, 2 no spool there.
+    """
+    require_extra("node")
+    from edge_runtime.node.config import Destination, NodeConfig
+
+    command = load_command("edge_runtime.node.service", "serve_command")
+    try:
+        config = NodeConfig(
+            spool=spool, output=output, ae_title=ae_title, host=host, port=port, scp=scp,
+            allowed_aets=tuple(allow or ()), destinations=tuple(Destination.parse(d) for d in send or ()),
+            watch=watch, quiet_seconds=quiet_seconds, min_free_mb=min_free_mb, model=model, backend=backend,
+            threads=threads, formats=format, retry_base_seconds=retry_seconds, retry_max_seconds=retry_max_seconds,
+            drain_seconds=drain_seconds, network_timeout=network_timeout, retain_hours=retain_hours,
+            max_associations=max_associations, log_path=log,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(command(config=config, show_status=status))
 
 
 def main() -> None:
