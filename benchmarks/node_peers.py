@@ -234,3 +234,41 @@ def running(*parts: Any) -> Iterator[None]:
                     part.kill()
                 else:
                     part.stop()
+
+
+def pynetdicom_send(files: list[Path], port: int, end: str = "release", before_end: Callable[[], None] | None = None,
+                    called: str = "EDGESEG", calling: str = "SCANNER") -> list[int | None]:
+    """Send `files` in one association with pynetdicom, then `before_end()`, then 'release' or 'abort'.
+
+    For the cases dcmtk's storescu cannot stage: an abort after some instances, a node killed
+    while the association is open. Returns each C-STORE status (None: no answer).
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MRImageStorage)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        raise ConnectionError(f"association with 127.0.0.1:{port} not established")
+    statuses: list[int | None] = []
+    try:
+        for path in files:
+            status = assoc.send_c_store(path)
+            statuses.append(getattr(status, "Status", None))
+        if before_end is not None:
+            before_end()
+    finally:
+        if assoc.is_established:
+            assoc.abort() if end == "abort" else assoc.release()
+    return statuses
+
+
+def seg_references(seg: pydicom.Dataset) -> set[str]:
+    """SOP Instance UIDs of the source images a SEG references."""
+    return {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.get("ReferencedSeriesSequence", [])
+        for item in series.get("ReferencedInstanceSequence", [])
+    }

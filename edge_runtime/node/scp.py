@@ -140,13 +140,17 @@ class StorageSCP:
 
     def _on_requested(self, event: evt.Event) -> None:
         if self.guard.low():
-            event.assoc.acse.send_reject(*REJECT_DISK_LOW)
             self.log("association_rejected", reason="disk_low", free_mb=self.guard.free() >> 20,
                      min_free_mb=self.config.min_free_mb, calling_ae=_calling(event), peer=_peer(event))
+            event.assoc.acse.send_reject(*REJECT_DISK_LOW)
+            event.assoc.kill()  # as pynetdicom does after its own rejections: waits until the A-ASSOCIATE-RJ is out
 
     def _on_rejected(self, event: evt.Event) -> None:
-        if not self.guard.low():  # the allow-list (pynetdicom's require_calling_aet) refused it
-            self.log("association_rejected", reason="calling_ae_not_allowed", calling_ae=_calling(event), peer=_peer(event))
+        """pynetdicom's own rejections: the allow-list (require_calling_aet) or --max-associations."""
+        calling = _calling(event)
+        allowed = not self.config.allowed_aets or calling in self.config.allowed_aets
+        reason = "too_many_associations" if allowed else "calling_ae_not_allowed"
+        self.log("association_rejected", reason=reason, calling_ae=calling, peer=_peer(event))
         with self._lock:
             self._associations.pop(id(event.assoc), None)
 
