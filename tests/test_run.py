@@ -299,7 +299,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     calibration = np.stack([_prepared(band_model.banded_slice(shift=int(s))[0]) for s in rng.integers(0, 6, 8)])
     out = tmp_path_factory.mktemp("exported")
     spec = PreprocessSpec(input_size=64)
-    results = export_model(model, out, ["tflite-fp32", "tflite-int8"], spec=spec, calibration=calibration, name="tiny")
+    # fp32 only: the export gates (edge_runtime.tolerances) rightly refuse an int8 copy of an untrained model
+    results = export_model(model, out, ["tflite-fp32"], spec=spec, calibration=calibration, name="tiny")
     return model, {r.format: r.path for r in results}
 
 
@@ -326,8 +327,8 @@ def test_tflite_masks_match_the_keras_model_on_a_dicom_study(tmp_path: Path, exp
     assert masks.shape == keras_masks.shape
     assert (masks == keras_masks).mean() >= 0.995  # the export gate for float artefacts
 
-    assert run_command(input=tmp_path / "in", output=tmp_path / "out8", model=paths["tflite-int8"], formats="npy,report") == 0
-    report = json.loads((tmp_path / "out8" / "report.json").read_text())
+    assert run_command(input=tmp_path / "in", output=tmp_path / "out8", formats="npy,report", backend="litert") == 0
+    report = json.loads((tmp_path / "out8" / "report.json").read_text())  # the bundled int8 model on the same study
     assert report["model"]["precision"] == "int8" and report["model"]["backend"] == "litert"
     int8_masks = np.load(tmp_path / "out8" / "T2" / "T2_labels.npy")
     assert int8_masks.shape == keras_masks.shape and int8_masks.max() < 5
