@@ -476,7 +476,7 @@ def serve(
         str, typer.Option(help="Outputs per series, as for `edge-seg run --format` (summary adds key images).")
     ] = "seg,sr,report",
     retry_seconds: Annotated[float, typer.Option(help="First retry delay for a destination; doubles per failure.")] = 2.0,
-    retry_max_seconds: Annotated[float, typer.Option(help="Longest retry delay for a destination.")] = 300.0,
+    retry_max_seconds: Annotated[float, typer.Option(help="Longest retry delay for a destination.")] = 60.0,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM: keep processing and sending this long.")] = 20.0,
     network_timeout: Annotated[float, typer.Option(help="Abort an association silent this long (seconds).")] = 60.0,
     retain_hours: Annotated[

@@ -74,7 +74,7 @@ class NodeConfig:
     ts_relative_mm2: float = 100.0
     ts_absolute_mm2: float = 75.0
     retry_base_seconds: float = 2.0
-    retry_max_seconds: float = 300.0
+    retry_max_seconds: float = 60.0
     drain_seconds: float = 20.0
     network_timeout: float = 60.0
     retain_hours: float = 24.0
