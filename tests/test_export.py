@@ -357,38 +357,6 @@ def run_folder(tmp_path_factory, model):
     return data, run_factory.make_run(root / "unet-tiny", data, model=model)
 
 
-def test_calibration_takes_training_patients_only_deterministically(run_folder):
-    from edge_runtime.preprocessing import prepare_slice
-    from export.calibration import calibration_slices
-    from train.data.mendeley import index_dataset, load_pair
-    from train.run_dir import RunDir
-
-    data, run = run_folder
-    split = json.loads((run / "split.json").read_text())
-    cal = calibration_slices(data, SPEC, 5, run=RunDir(run))
-    assert cal.images.shape == (5, SIZE, SIZE, 1) and cal.images.dtype == np.float32
-    assert set(cal.patients) <= set(split["train"])
-    assert not set(cal.patients) & (set(split["val"]) | set(split["test"]))
-    first = next(p for p in index_dataset(data) if p.patient_id in split["train"])
-    np.testing.assert_allclose(cal.images[0, ..., 0], prepare_slice(load_pair(first, "T2")[0], SPEC)[0])
-    again = calibration_slices(data, SPEC, 5, run=RunDir(run))
-    np.testing.assert_array_equal(cal.images, again.images)
-
-
-def test_calibration_refuses_missing_or_short_data(run_folder, tmp_path):
-    from export.calibration import calibration_slices
-    from export.formats import ExportInputError
-    from train.run_dir import RunDir
-
-    data, run = run_folder
-    with pytest.raises(ExportInputError, match="nowhere: calibration data folder not found"):
-        calibration_slices(tmp_path / "nowhere", SPEC, 4)
-    with pytest.raises(ExportInputError, match=r"asked for 500 calibration slices .* only \d+; pass --calibration-samples"):
-        calibration_slices(data, SPEC, 500, run=RunDir(run))
-    with pytest.raises(ExportInputError, match="no usable training slices"):
-        calibration_slices(tmp_path, SPEC, 4)
-
-
 def test_export_command_on_a_run_folder(run_folder, tmp_path):
     from export.exporter import export_command
 
