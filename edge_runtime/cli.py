@@ -1,4 +1,9 @@
-"""The `edge-seg` command line: one entry point; heavy commands import their package lazily."""
+"""The `edge-seg` command line: one entry point; heavy commands import their package lazily.
+
+Longer than ~400 lines on purpose: it holds only the option declarations of every command, in one
+place so that one vocabulary (-o/--output, --json, --seed N, --threads) can be read and kept; each
+command's body lives in its own package.
+"""
 
 from __future__ import annotations
 

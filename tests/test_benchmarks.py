@@ -1,4 +1,8 @@
-"""Benchmarks: the quick profile end to end on a tiny trained and exported U-Net, gates, report."""
+"""Benchmarks: the quick profile end to end on a tiny trained and exported U-Net, gates, report.
+
+One module past ~400 lines on purpose: its tests share one module-scoped run, export and quick
+report (a minute or more on two cores), built once here.
+"""
 
 from __future__ import annotations
 
