@@ -62,8 +62,11 @@ class StudyFiles:
     files: list[Path]
 
 
-def make_study(folder: Path, slices: int = 15, patient: str = "NODE001") -> StudyFiles:
-    """`slices` axial MR slices cycled from the example series, one series, new UIDs, 6.8 mm apart."""
+def make_study(folder: Path, slices: int = 15, patient: str = "NODE001", sagittal: bool = False) -> StudyFiles:
+    """`slices` axial MR slices cycled from the example series, one series, new UIDs, 6.8 mm apart.
+
+    `sagittal`: the same pixels labelled as a sagittal series (a pushed study has those too).
+    """
     sources = sorted(EXAMPLE_STUDY.glob("*.ima"))
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,9 @@ def make_study(folder: Path, slices: int = 15, patient: str = "NODE001") -> Stud
         x, y, _ = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y, round(50.0 - 6.8263 * index, 4)]
         ds.SliceLocation = round(50.0 - 6.8263 * index, 4)
+        if sagittal:
+            ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+            ds.SeriesDescription = "T2_TSE_SAG"
         path = folder / f"IM_{index + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)

@@ -89,6 +89,12 @@ def test_study_by_storescu_gives_a_seg_at_storescp_referencing_every_slice(tmp_p
         node.wait_event("series_duplicate", timeout=30)
         _settle()
         assert len(pacs.received()) == 2 and len(node.events("job_started")) == 1
+        sagittal = make_study(tmp_path / "sagittal", slices=2, sagittal=True)  # the rest of a pushed study
+        assert storescu(sagittal.files, node.port).returncode == 0
+        skipped = node.wait_event("job_skipped", timeout=60)[0]
+        assert skipped["series"] == sagittal.series_uid and "sagittal" in skipped["reason"]
+        node.wait_event("job_delivered", count=2, timeout=30)
+        assert len(pacs.received()) == 2 and node.events("job_failed") == []
         assert node.terminate() == 0
     stopped = node.events("node_stopped")[-1]
     assert stopped["left_in_spool"] == {"series_waiting": 0, "queue_length": 0, "outbox_pending": 0, "held_instances": 0}

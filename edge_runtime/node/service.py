@@ -131,7 +131,7 @@ class Node:
         }
 
     def run_until_stopped(self) -> None:
-        last_prune = 0.0
+        last_prune = float("-inf")  # prune once at start, then hourly
         while not self.stop.wait(1.0):
             self._write_status()
             if time.monotonic() - last_prune > _PRUNE_EVERY_S:

@@ -125,7 +125,14 @@ class Worker:
         finally:
             self.current = None
         seconds = round(time.perf_counter() - started, 3)
-        if summary is None:  # exit 2 (nothing segmentable, a bad input) will not change on a retry
+        skipped = _nothing_to_segment(job.input) if code == 2 else None
+        if skipped is not None:  # a sagittal or localizer series of a pushed study: normal, not an error
+            self.spool.finish_job(job, {"job": job.id, "study": job.key.study, "series": job.key.series,
+                                        "status": "not_segmented", "reason": skipped, "send": [], "seconds": seconds,
+                                        "finished": time.time()})
+            self.log("job_skipped", job=job.id, study=job.key.study, series=job.key.series, reason=skipped, seconds=seconds)
+            return
+        if summary is None:  # other exit 2 (a bad input, the output folder) will not change on a retry
             if code == 2 or attempt >= self.config.max_attempts:
                 self.spool.fail_job(job, error or "failed")
             self._error(job, error or "failed", exit_code=code, attempt=attempt, seconds=seconds)
@@ -149,6 +156,20 @@ class Worker:
         entry = {"job": job.id, "study": job.key.study, "series": job.key.series, "error": error, "time": time.time(), **fields}
         self.errors = [*self.errors[-9:], entry]
         self.log("job_failed", **entry)
+
+
+def _nothing_to_segment(folder: Path) -> str | None:
+    """Why `edge-seg run` found nothing to segment here (its own discovery and rules), or None for another error."""
+    from edge_runtime.discovery import discover
+
+    try:
+        study = discover(folder)
+    except Exception:  # the run's own error stands
+        return None
+    if study.selected or study.failed:
+        return None
+    reasons = [reason for _, reason in study.excluded] + [issue.reason for issue in study.skipped[:3]]
+    return "; ".join(dict.fromkeys(reasons)) or "no slices"
 
 
 def _read_summary(output: Path) -> dict[str, Any] | None:
