@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest
+from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest, sha256_file
 
 
 def _tensor(spec: TensorSpec) -> str:
@@ -29,6 +29,14 @@ def _flat(value: Any) -> str:
     return str(value) if value not in (None, "") else "-"
 
 
+def file_sha256(model_path: Path) -> str:
+    """The model file's own sha256 (the manifest's may be what it should be, not what it is)."""
+    try:
+        return sha256_file(model_path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+
+
 def manifest_table(manifest: Manifest, model_path: Path, verified: str) -> Table:
     """Key facts first (what, how big, is it intact), then tensors, preprocessing and provenance."""
     table = Table(title=f"{model_path.name}", show_header=False, title_justify="left")
@@ -40,7 +48,8 @@ def manifest_table(manifest: Manifest, model_path: Path, verified: str) -> Table
         ("format", manifest.format),
         ("precision", manifest.precision),
         ("integrity", verified),
-        ("sha256", manifest.sha256),
+        ("sha256 (manifest)", manifest.sha256),
+        ("sha256 (file)", file_sha256(model_path)),
         ("size", f"{manifest.size_bytes:,} bytes" + (f" ({manifest.gzip_bytes:,} gzipped)" if manifest.gzip_bytes else "")),
         ("MACs per slice", f"{manifest.macs_per_slice:,}" if manifest.macs_per_slice else "-"),
     ]
@@ -125,7 +134,8 @@ def info_command(
         except BackendError as exc:
             problem = str(exc)
     if json_output:
-        data = manifest.to_dict() | {"verified": problem is None, "verification_error": problem, "backend": section}
+        data = manifest.to_dict() | {"file_sha256": file_sha256(model_path), "verified": problem is None,
+                                     "verification_error": problem, "backend": section}  # fmt: skip
         print(json.dumps(data, indent=2))
     else:
         verified = "[green]ok[/] (sha256, classes and preprocessing match)" if problem is None else f"[red]FAILED[/] {problem}"
