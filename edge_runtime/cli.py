@@ -113,8 +113,15 @@ def main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="No progress bars on stderr (results, errors and warnings still print).")
+    ] = False,
 ) -> None:
     """edge-seg: lumbar-spine MRI segmentation for the edge."""
+    if quiet:  # else leave $EDGE_SEG_QUIET as the caller set it
+        from edge_runtime.progress import set_quiet
+
+        set_quiet(True)
 
 
 @app.command()

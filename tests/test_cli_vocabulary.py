@@ -95,3 +95,15 @@ def test_native_output_goes_to_the_log_not_the_console(tmp_path, capfd):
     captured = capfd.readouterr()
     assert captured.out == "before\nafter\n" and captured.err == ""
     assert (tmp_path / "native.log").read_text() == "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nfully_quantize: 0\n"
+
+
+def test_quiet_drops_the_progress_bar_and_keeps_the_result(tmp_path, monkeypatch):
+    from edge_runtime.progress import QUIET_ENV
+
+    monkeypatch.delenv(QUIET_ENV, raising=False)
+    loud = CliRunner().invoke(app, ["synth", str(tmp_path / "a"), "--patients", "1"])
+    monkeypatch.setenv(QUIET_ENV, "")  # registered, so the variable -q sets is removed after the test
+    quiet = CliRunner().invoke(app, ["-q", "synth", str(tmp_path / "b"), "--patients", "1"])
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "synthesising patients" in loud.output and "synthesising patients" not in quiet.output
+    assert "wrote 3 labelled slices" in quiet.output

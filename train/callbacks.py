@@ -14,6 +14,7 @@ from pathlib import Path
 import tf_keras as keras
 
 from edge_runtime.atomic import atomic_path, atomic_write_json
+from edge_runtime.progress import is_quiet
 from train import run_dir as rd
 
 MONITOR = "val_mean_dice"
@@ -145,8 +146,11 @@ class RichProgress(keras.callbacks.Callback):
         )
         self.task = None
 
+        self.quiet = is_quiet()  # `edge-seg --quiet`: the epoch lines only, no bar
+
     def on_train_begin(self, logs=None):
-        self.progress.start()
+        if not self.quiet:
+            self.progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs, loss="-")
@@ -160,4 +164,5 @@ class RichProgress(keras.callbacks.Callback):
         self.console.print(epoch_line(epoch, self.epochs, logs or {}), highlight=False, soft_wrap=True)
 
     def on_train_end(self, logs=None):
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()
