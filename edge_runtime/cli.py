@@ -272,7 +272,10 @@ def export_(
 
 @app.command()
 def run(
-    input: Annotated[Path, typer.Argument(help="DICOM folder tree, a single file, or PNG/NPY slices.")],
+    input: Annotated[Path | None, typer.Argument(help="DICOM folder tree, a single file, or PNG/NPY slices.")] = None,
+    input_option: Annotated[
+        Path | None, typer.Option("-i", "--input", help="The same as INPUT, as an option (give one of the two).")
+    ] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (never inside INPUT).")] = Path("edge-seg-out"),
     model: Annotated[Path | None, typer.Option(help="Model file (.tflite/.onnx) with manifest; default: bundled.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
@@ -314,10 +317,13 @@ def run(
     Exit status: 0 all selected slices processed, 1 some inputs failed (the rest is written), 2 usage, model or
     output-folder error, or the output folder is in use by another run.
     """
+    if (input is None) == (input_option is None):
+        err.print("[red]error:[/] give the input once: as INPUT or as -i/--input")
+        raise typer.Exit(2)
     command = load_command("edge_runtime.run", "run_command")
     raise typer.Exit(
         command(
-            input=input,
+            input=input if input is not None else input_option,
             output=output,
             model=model,
             threads=threads,

@@ -107,3 +107,19 @@ def test_quiet_drops_the_progress_bar_and_keeps_the_result(tmp_path, monkeypatch
     assert loud.exit_code == quiet.exit_code == 0
     assert "synthesising patients" in loud.output and "synthesising patients" not in quiet.output
     assert "wrote 3 labelled slices" in quiet.output
+
+
+def test_run_takes_its_input_as_argument_or_dash_i_but_not_both(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "s.png")
+    runner = CliRunner()
+    as_option = runner.invoke(app, ["run", "-i", str(tmp_path / "s.png"), "-o", str(tmp_path / "o1"), "--format", "npy"])
+    as_argument = runner.invoke(app, ["run", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"), "--format", "npy"])
+    assert as_option.exit_code == as_argument.exit_code == 0, as_option.output + as_argument.output
+    assert sorted(p.name for p in (tmp_path / "o1").rglob("*.npy")) == sorted(p.name for p in (tmp_path / "o2").rglob("*.npy"))
+    for args in (["run", "-o", str(tmp_path / "o3")], ["run", str(tmp_path / "s.png"), "-i", str(tmp_path / "s.png")]):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and "give the input once" in refused.output
+    assert not (tmp_path / "o3").exists()
