@@ -159,7 +159,7 @@ def synth(
                 progress=lambda done, total: advance(done),
             )
     except (ValueError, OSError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     shares = ", ".join(f"{name} {100 * share:.1f}%" for name, share in summary.class_pixel_share.items())
     err.print(

@@ -138,7 +138,8 @@ def info_command(
                                      "verification_error": problem, "backend": section}  # fmt: skip
         print(json.dumps(data, indent=2))
     else:
-        verified = "[green]ok[/] (sha256, classes and preprocessing match)" if problem is None else f"[red]FAILED[/] {problem}"
+        ok = "[green]ok[/] (sha256, classes and preprocessing match)"
+        verified = ok if problem is None else f"[red]FAILED[/] {escape(problem)}"
         table = manifest_table(manifest, model_path, verified)
         for field_name, value in _backend_rows(section) if section else []:
             table.add_row(field_name, escape(value))
