@@ -185,10 +185,18 @@ def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMU
     times: dict[str, list[float]] = {name: [] for name in timed}
     for _ in range(rounds):
         for name, backend in timed.items():
+            if name in errors:
+                continue
             start = time.perf_counter()
-            backend.predict(batch)
+            try:
+                backend.predict(batch)
+            except Exception as exc:  # ran during warm-up, fails now: rule it out rather than stop
+                errors[name] = f"{name} failed while being timed ({type(exc).__name__}: {exc})"
+                continue
             times[name].append(time.perf_counter() - start)
-    timings = {name: round(1000.0 * float(np.percentile(values, QUANTILE)), 3) for name, values in times.items()}
+    timings = {
+        name: round(1000.0 * float(np.percentile(values, QUANTILE)), 3) for name, values in times.items() if name not in errors
+    }
     return Measurement(timings, agreement, errors)
 
 

@@ -296,7 +296,7 @@ class OpenVinoBackend:
         pairs = ((manifest.inputs[0], self._input_np_dtype, "input"), (manifest.outputs[0], output_dtype, "output"))
         for spec, dtype, role in pairs:
             if np.dtype(spec.dtype) != dtype:
-                raise BackendError(f"{model_path}: openvino sees a {dtype.name} {role}, the manifest says {spec.dtype}")
+                raise BackendError(f"{model_path}: openvino reads the {role} as {dtype.name}, the manifest says {spec.dtype}")
             if dtype.kind in "iu" and not spec.quantized:
                 raise BackendError(f"{model_path}: {role} is {dtype.name} but the manifest has no scale/zero point")
         return _spec_quantization(manifest.inputs[0]), _spec_quantization(manifest.outputs[0])

@@ -142,3 +142,28 @@ def test_report_json_says_which_backend_ran_and_why(tmp_path: Path, cache: Path)
     assert run_command(input=study, output=tmp_path / "explicit", threads=1, backend="litert", formats="npy,report") == 0
     explicit = json.loads((tmp_path / "explicit" / "report.json").read_text())["model"]["backend_choice"]
     assert explicit["backend"] == "litert" and explicit["source"] == "explicit"
+
+
+class _FailsAfterWarmup:
+    """A real litert interpreter that raises once its warm-up calls are spent (a backend that
+    breaks mid-measurement, e.g. out of memory)."""
+
+    def __init__(self, calls: int) -> None:
+        self._inner = open_backend(TFLITE, "litert", threads=1)
+        self._left = calls
+        self.name, self.threads, self.input_dtype, self.batch_free = "openvino", 1, "int8", True
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self._left -= 1
+        if self._left < 0:
+            raise RuntimeError("device lost")
+        return self._inner.predict(batch)
+
+
+def test_a_backend_that_fails_while_timed_is_ruled_out_and_the_others_still_count() -> None:
+    found = measure(
+        {"litert": open_backend(TFLITE, "litert", threads=1), "openvino": _FailsAfterWarmup(calls=3)},
+        probe_batch(160), warmup=3, rounds=5,
+    )
+    assert set(found.timings_ms) == {"litert"}
+    assert found.errors["openvino"] == "openvino failed while being timed (RuntimeError: device lost)"

@@ -109,7 +109,7 @@ def test_openvino_refuses_a_manifest_whose_tensor_types_disagree(tmp_path: Path)
     data = json.loads(manifest_path(TFLITE).read_text())
     data["inputs"][0]["dtype"] = "float32"
     manifest_path(model).write_text(json.dumps(data))
-    with pytest.raises(BackendError, match="openvino sees a int8 input, the manifest says float32"):
+    with pytest.raises(BackendError, match="openvino reads the input as int8, the manifest says float32"):
         open_backend(model, "openvino", threads=1)
 
 
