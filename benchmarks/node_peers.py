@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_STUDY = REPO / "examples" / "study"
@@ -62,10 +62,12 @@ class StudyFiles:
     files: list[Path]
 
 
-def make_study(folder: Path, slices: int = 15, patient: str = "NODE001", sagittal: bool = False) -> StudyFiles:
+def make_study(folder: Path, slices: int = 15, patient: str = "NODE001", sagittal: bool = False,
+               compress_every: int = 0) -> StudyFiles:
     """`slices` axial MR slices cycled from the example series, one series, new UIDs, 6.8 mm apart.
 
     `sagittal`: the same pixels labelled as a sagittal series (a pushed study has those too).
+    `compress_every`: every k-th slice RLE Lossless (storescu then proposes that transfer syntax).
     """
     sources = sorted(EXAMPLE_STUDY.glob("*.ima"))
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
@@ -84,6 +86,8 @@ def make_study(folder: Path, slices: int = 15, patient: str = "NODE001", sagitta
         if sagittal:
             ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
             ds.SeriesDescription = "T2_TSE_SAG"
+        if compress_every and index % compress_every == 0:
+            ds.compress(RLELossless, generate_instance_uid=False)  # keep the UID set above
         path = folder / f"IM_{index + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
@@ -93,9 +97,9 @@ def make_study(folder: Path, slices: int = 15, patient: str = "NODE001", sagitta
 
 def storescu(files: list[Path], port: int, called: str = "EDGESEG", calling: str = "SCANNER",
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Send `files` in one association with dcmtk's storescu (as a scanner does)."""
+    """Send `files` in one association with dcmtk's storescu (as a scanner does; -xr: RLE Lossless proposed too)."""
     return subprocess.run(
-        ["storescu", "-aet", calling, "-aec", called, "-to", "20", "-ta", "20", "127.0.0.1", str(port),
+        ["storescu", "-xr", "-aet", calling, "-aec", called, "-to", "20", "-ta", "20", "127.0.0.1", str(port),
          *[str(f) for f in files]],
         capture_output=True, text=True, timeout=timeout, check=False,
     )

@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.uid import RLELossless
 
 pytest.importorskip("pynetdicom", reason="the node needs the 'node' extra (pynetdicom)")
 pytest.importorskip("highdicom", reason="SEG and SR need the 'dicom-seg' extra (highdicom)")
@@ -61,7 +63,7 @@ def _settle(seconds: float = 1.5) -> None:
 
 
 def test_study_by_storescu_gives_a_seg_at_storescp_referencing_every_slice(tmp_path: Path) -> None:
-    study = make_study(tmp_path / "study", slices=15)
+    study = make_study(tmp_path / "study", slices=15, compress_every=4)  # 4 of 15 slices RLE Lossless
     pacs = StoreSCP(tmp_path / "pacs").start()
     node = _node(tmp_path, "--send", pacs.destination, "--allow", "SCANNER", "--allow", "MONITOR")
     with running(node, pacs):
@@ -80,6 +82,8 @@ def test_study_by_storescu_gives_a_seg_at_storescp_referencing_every_slice(tmp_p
         assert str(seg.StudyInstanceUID) == study.study_uid
         summary = json.loads((tmp_path / "out" / study.study_uid / study.series_uid / "summary.json").read_text())
         assert summary["exit_code"] == 0 and summary["n_slices_segmented"] == 15
+        spooled = [pydicom.dcmread(p, stop_before_pixels=True) for p in (node.spool / "done").rglob("*.dcm")]
+        assert sorted(str(d.file_meta.TransferSyntaxUID) for d in spooled).count(RLELossless) == 4  # stored as sent
         code, status = _status(node.spool)
         assert code == 0 and status["running"] is True
         assert status["last_study"]["study"] == study.study_uid and status["queue_length"] == 0

@@ -21,7 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     EnhancedMRColorImageStorage,
     EnhancedMRImageStorage,
@@ -35,6 +50,12 @@ from edge_runtime.node.log import EventLog
 from edge_runtime.node.spool import SeriesKey, Spool, valid_uid
 from edge_runtime.node.tracker import SeriesTracker
 
+# What `edge-seg run` decodes (pydicom + pylibjpeg): uncompressed, JPEG, JPEG-LS, JPEG 2000, RLE.
+IMAGE_TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+)
 MR_STORAGE = (MRImageStorage, EnhancedMRImageStorage, EnhancedMRColorImageStorage, LegacyConvertedEnhancedMRImageStorage)
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
@@ -89,7 +110,7 @@ class StorageSCP:
             self.ae.require_calling_aet = list(config.allowed_aets)
         self.ae.add_supported_context(Verification)
         for sop_class in MR_STORAGE:
-            self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(sop_class, list(IMAGE_TRANSFER_SYNTAXES))
         self._server: Any = None
         self.port: int | None = None
 

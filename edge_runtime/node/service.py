@@ -101,6 +101,7 @@ class Node:
 
     def _job_done(self) -> None:
         self.sender.wake()
+        self._write_status()  # last_study at once, not up to a second later
 
     def start(self) -> int | None:
         from edge_runtime.node.scp import StorageSCP
