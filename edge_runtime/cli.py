@@ -86,7 +86,7 @@ def load_command(module: str, attr: str, needs: str | None = None) -> Callable[.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     if needs is not None:
         require_extra(needs)
-    if needs == "train":
+    if needs == "train" or module.startswith("benchmarks."):  # the benchmarks use TensorFlow when it is installed
         import_tensorflow_quietly(cache_dir() / "tensorflow.log")
     try:
         function = getattr(importlib.import_module(module), attr)

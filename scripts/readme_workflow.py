@@ -1,13 +1,16 @@
 """Run the README's long workflow (data -> train -> optimize -> export -> bench -> run) with small sizes.
 
-    python scripts/readme_workflow.py WORKDIR
+    python scripts/readme_workflow.py WORKDIR [--strict]
 
 Reads the ```bash block of the README's "Workflow" section, rewrites only the sizes (the table
-SMALL below: fewer patients, 32 px, 4 filters, a few epochs, the quick benchmark profile) and
+SMALL below: fewer patients, 32 px, 4 filters, fewer epochs, the quick benchmark profile) and
 the placeholder study path, and runs each command in WORKDIR, in order, stopping at the first
 one that fails. Everything else (commands, options, file names) is exactly as written, so the
-README cannot drift from the tool. Exit status 0 when every command exited 0, else 1. Takes a
-few minutes on two cores.
+README cannot drift from the tool. Takes a few minutes on two cores.
+
+Exit status 0 when every command exited 0, or when `bench` exited 1 (its documented "a gate
+failed": on a 32 px toy model trained for seconds, QAT or pruning can honestly miss the
+tolerance, and the failed checks are printed); 1 otherwise. --strict requires 0 from `bench` too.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ SMALL: list[tuple[str, str]] = [
     (r"--image-size \d+", "--image-size 32 --epochs 12 --batch-size 4"),
     (r"--base-filters \d+", "--base-filters 4"),
     (r"--encoder resnet18 --time-budget \d+", "--encoder resnet18 --image-size 32 --base-filters 4 --time-budget 0.3"),
-    (r"(edge-seg optimize .*)$", r"\1 --epochs 1"),
     (r"(edge-seg bench all .*)$", r"\1 --quick"),
     (r"/path/to/study", "STUDY"),
 ]
@@ -52,7 +54,13 @@ def small(line: str) -> str:
     return line
 
 
+GATE_VERDICT = ("edge-seg bench ",)
+"""Commands whose exit status 1 is a verdict (a gate failed) rather than a failure to run."""
+
+
 def main(argv: list[str]) -> int:
+    strict = "--strict" in argv
+    argv = [a for a in argv if a != "--strict"]
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
@@ -67,10 +75,14 @@ def main(argv: list[str]) -> int:
         done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         print(f"{done.returncode:>3}  {seconds:6.1f} s  {command}", flush=True)
+        if done.returncode == 1 and command.startswith(GATE_VERDICT) and not strict:
+            failed = [line for line in done.stderr.splitlines() if line.startswith("gate failed")]
+            print("     a gate failed (the verdict, not a crash):", *failed, sep="\n       ", flush=True)
+            continue
         if done.returncode != 0:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
             return 1
-    print(f"all {len(commands)} README workflow commands exited 0 in {work}")
+    print(f"all {len(commands)} README workflow commands ran in {work}")
     return 0
 
 
