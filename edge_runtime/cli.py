@@ -62,6 +62,10 @@ def _exit_for_missing_extra(exc: ImportError) -> None:
     raise typer.Exit(2) from None
 
 
+# Commands that evaluate the Keras float baseline in-process whenever TensorFlow is installed.
+_KERAS_BASELINE_MODULES = ("benchmarks.accuracy_cli", "benchmarks.report")
+
+
 def require_extra(extra: str) -> None:
     """Exit 2 with the install hint, before the command writes anything, when `extra` is not installed."""
     import importlib.util
@@ -86,7 +90,7 @@ def load_command(module: str, attr: str, needs: str | None = None) -> Callable[.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     if needs is not None:
         require_extra(needs)
-    if needs == "train" or module.startswith("benchmarks."):  # the benchmarks use TensorFlow when it is installed
+    if needs == "train" or module in _KERAS_BASELINE_MODULES:
         import_tensorflow_quietly(cache_dir() / "tensorflow.log")
     try:
         function = getattr(importlib.import_module(module), attr)
