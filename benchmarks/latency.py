@@ -23,6 +23,7 @@ from benchmarks.worker import RESULT_PREFIX
 from edge_runtime.atomic import atomic_write_text
 from edge_runtime.backends import FORMAT_BACKENDS, available_backends
 from edge_runtime.manifest import gzip_size
+from edge_runtime.precision import Precision
 from edge_runtime.progress import progress_bar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -331,7 +332,7 @@ def _add_ratios(report: LatencyReport) -> None:
         if (row.label, row.threads) in fastest:
             row.vs_fastest_backend = row.median_ms / fastest[(row.label, row.threads)]
         ceiling = report.ceiling.get(row.threads, {}).get("gmacs_best")
-        if row.gmacs_per_s and ceiling:
+        if row.gmacs_per_s and ceiling and _is_float(row.precision):  # the ceiling is an fp32 rate: int8 beats it
             row.ceiling_fraction = row.gmacs_per_s / ceiling
 
 
@@ -415,11 +416,19 @@ def _kib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1024:.1f}"
 
 
+def _is_float(precision: str) -> bool:
+    """fp32/fp16 rows are compared with the fp32 matmul ceiling; integer rows have no ceiling here."""
+    try:
+        return Precision.parse(precision).is_float
+    except ValueError:
+        return False
+
+
 def latency_markdown(report: LatencyReport) -> str:
     """Markdown tables: per-measurement latency, and the compute ceiling."""
     lines = [
         "| model | backend | threads | median ms | p95 ms | min ms | run spread | slices/s | size KiB | gzip KiB "
-        "| peak RSS MiB | MMAC/slice | GMAC/s | % of ceiling | x seed | x Keras float |",
+        "| peak RSS MiB | MMAC/slice | GMAC/s | % of fp32 ceiling | x seed | x Keras float |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report.rows:
