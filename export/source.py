@@ -9,7 +9,6 @@ from typing import Any
 from edge_runtime.manifest import sha256_file
 from edge_runtime.preprocessing import PreprocessSpec
 from export.formats import ExportInputError
-from export.model_io import load_keras_model
 
 
 @dataclass
@@ -30,22 +29,18 @@ def resolve_source(model_or_run: Path) -> ExportSource:
     Raises ExportInputError naming the path when it is missing, not a run folder, or not a
     readable Keras model.
     """
-    from train.run_dir import RunDir, RunDirError
+    from train.run_dir import KERAS_SUFFIXES, RunDir, RunDirError, resolve_model
 
     path = Path(model_or_run)
     if not path.exists():
         raise ExportInputError(f"{path}: no such model file or run folder")
+    if path.is_dir() and not RunDir(path).is_run():
+        raise ExportInputError(f"{path}: not a run folder (no config.json) and not a Keras model")
+    if path.is_file() and path.suffix not in KERAS_SUFFIXES:
+        raise ExportInputError(f"{path}: not a Keras model (expected a .keras or .h5 file or a run folder)")
     try:
-        if path.is_dir():
-            run = RunDir(path)
-            if not run.is_run():
-                raise ExportInputError(f"{path}: not a run folder (no config.json) and not a Keras model")
-            model_path = run.model_path
-        else:
-            model_path = path
-            run = RunDir(path.parent)
-            run = run if run.is_run() and run.model_path.resolve() == path.resolve() else None
-        model = load_keras_model(model_path)
+        model, run = resolve_model(path)  # the one resolution of run folders and their model files
+        model_path = run.model_path if path.is_dir() else path
         config = run.config() if run is not None else {}
         size = (getattr(model, "input_shape", None) or (None, 0))[1]
         spec = run.spec() if run is not None else PreprocessSpec(input_size=int(size or 0))
