@@ -153,23 +153,26 @@ def test_sigkill_during_processing_runs_the_series_once(tmp_path: Path) -> None:
 
 def test_destination_down_keeps_results_queued_across_a_restart_and_delivers_once(tmp_path: Path) -> None:
     study = make_study(tmp_path / "study", slices=6)
-    pacs = StoreSCP(tmp_path / "pacs", port=free_port())  # not started yet: the PACS is down
-    node = _node(tmp_path, "--send", pacs.destination)
-    with running(node, pacs):
+    pacs = StoreSCP(tmp_path / "pacs", port=free_port())  # not started yet: this PACS is down
+    archive = StoreSCP(tmp_path / "archive", ae_title="ARCHIVE").start()  # a second destination, up
+    node = _node(tmp_path, "--send", pacs.destination, "--send", archive.destination)
+    with running(node, pacs, archive):
         node.start()
         assert storescu(study.files, node.port).returncode == 0
         node.wait_event("job_done", timeout=120)
         failed = node.wait_event("send_failed", count=3, timeout=60)
         assert [e["retry_in_s"] for e in failed[:3]] == [0.3, 0.6, 1.0]  # doubling, capped
-        assert "association" in failed[0]["error"]
-        node.kill()  # processed, not sent
+        assert {e["destination"] for e in failed} == {pacs.destination} and "association" in failed[0]["error"]
+        assert len(archive.received_by_class()["SEG"]) == 1  # the destination that is up is not held back
+        node.kill()  # processed, not sent everywhere
         pacs.start()
         node.start()
         assert node.events("recovered")[-1]["outbox"] == 1
         node.wait_event("job_delivered", timeout=60)
         _settle()
-        received = pacs.received_by_class()
-        assert [len(received.get(m, [])) for m in ("SEG", "SR")] == [1, 1]
+        for destination in (pacs, archive):
+            received = destination.received_by_class()
+            assert [len(received.get(m, [])) for m in ("SEG", "SR")] == [1, 1]
         assert len(node.events("job_started")) == 1  # sent from the outbox, not processed again
 
 

@@ -25,9 +25,13 @@ class EventLog:
         line = json.dumps(record, default=str, ensure_ascii=True) + "\n"
         with self._lock:
             for out in (self._file, self._stream):
-                if out is not None:
+                if out is None:
+                    continue
+                try:
                     out.write(line)
                     out.flush()
+                except (OSError, ValueError):  # a full disk must not stop the node: the line goes to stderr
+                    sys.stderr.write(line)
 
     def close(self) -> None:
         with self._lock:

@@ -242,15 +242,20 @@ class StorageSCP:
             return
         state.ended = True
         keys = sorted(state.keys)
+        why = "aborted or connection lost" if not released else "released after refused instances"
         if released and not state.refused:
-            self.spool.release(state.id)
+            try:
+                self.spool.release(state.id)
+            except OSError as exc:  # no room even for the marker: hold (a rename needs none); a resend completes it
+                self.log("release_failed", association=state.id, error=str(exc))
+                released, why = False, f"released, but recording it failed ({exc.strerror})"
+        if released and not state.refused:
             self.tracker.association_ended(state.id, keys, released=True)
             self.log("association_released", association=state.id, calling_ae=state.calling_ae, instances=state.stored,
                      series=[str(k) for k in keys])
             return
         held = self.spool.hold(state.id)
         self.tracker.association_ended(state.id, keys, released=False)
-        why = "released after refused instances" if released else "aborted or connection lost"
         self.log("association_held", association=state.id, calling_ae=state.calling_ae, reason=why, instances=held,
                  refused=state.refused, series=[str(k) for k in keys])
 

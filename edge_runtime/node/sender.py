@@ -80,7 +80,11 @@ class Sender:
 
     def _loop(self) -> None:
         while True:
-            next_at = self._round()
+            try:
+                next_at = self._round()
+            except Exception as exc:  # a damaged record or a full disk: log, keep the thread, try again
+                self.log("sender_error", error=f"{type(exc).__name__}: {exc}")
+                next_at = time.monotonic() + self.config.retry_base_seconds
             with self._cond:
                 if self._stopping:
                     return

@@ -105,7 +105,10 @@ class SeriesTracker:
                 for key in due:  # claimed outside the lock below; taken out now so no instance is missed
                     del self._series[key]
             for key in due:
-                outcome = self.on_ready(key)
+                try:
+                    outcome = self.on_ready(key)
+                except Exception:  # e.g. a full disk while claiming: the series stays in series/, ask again
+                    outcome = Claim.BUSY
                 if outcome is Claim.BUSY:
                     with self._cond:
                         state = self._series.setdefault(key, _Series(self._clock(), released=True))

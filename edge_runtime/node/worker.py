@@ -95,7 +95,13 @@ class Worker:
                         return
                     self._cond.wait(1.0)
                 continue
-            self.process(job)
+            try:
+                self.process(job)
+            except Exception as exc:  # e.g. the spool's disk full while recording: the job stays queued, retried
+                self.current = None
+                self._error(job, f"worker error ({type(exc).__name__}: {exc})")
+                time.sleep(1.0)
+                continue
             self.on_done()
 
     def process(self, job: Job) -> None:
