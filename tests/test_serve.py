@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +51,7 @@ def _node(tmp_path: Path, *args: str, spool: Path | None = None) -> NodeProcess:
 
 
 def _status(spool: Path) -> tuple[int, dict]:
-    exe = Path(os.sys.executable).with_name("edge-seg")
+    exe = Path(sys.executable).with_name("edge-seg")
     done = subprocess.run([str(exe), "serve", "--status", "--spool", str(spool)], capture_output=True, text=True,
                           timeout=60, check=False)
     return done.returncode, json.loads(done.stdout)
