@@ -21,6 +21,7 @@ from edge_runtime.node.config import NodeConfig
 from edge_runtime.node.log import EventLog
 from edge_runtime.node.spool import Job, Spool
 from edge_runtime.outputs import SUMMARY_NAME
+from edge_runtime.progress import set_quiet
 from edge_runtime.run import resolve_model, run_command
 from edge_runtime.segmenter import Segmenter
 
@@ -44,6 +45,7 @@ class Worker:
         self.spool = spool
         self.log = log
         self.on_done = on_done
+        set_quiet(True)  # no progress bar per job on stderr: the node's record of a job is its JSON log
         self.segmenter = Segmenter(resolve_model(config.model), backend=config.backend, threads=config.threads,
                                    batch_size=config.batch_size)
         self.highdicom = self._preload_highdicom()
