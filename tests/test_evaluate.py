@@ -9,21 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from band_model import banded_slice, expected_mask, write_band_model
+from band_model import expected_mask, write_band_model
+from banded_data import SPLIT, make_banded
 from PIL import Image
 from typer.testing import CliRunner
 
 from edge_runtime.cli import app
-from edge_runtime.labels import CLASSES, NUM_CLASSES, ids_to_mendeley
+from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.preprocessing import PreprocessSpec, prepare_slice, restore_labels
 from train.data.mendeley import index_dataset
-from train.data.png_io import encode_png
 from train.data.splits import pairs_for
 from train.evaluate import evaluate_predictor
 
 runner = CliRunner()
-SPLIT = {"train": ["B0"], "val": ["B1"], "test": ["B2", "B3", "B4"]}
-SHIFTS = {"B0": 0, "B1": 0, "B2": 0, "B3": 2, "B4": 5}  # image bands moved by this many rows vs the label
 
 
 def _dice_iou(pred: np.ndarray, truth: np.ndarray, class_id: int) -> tuple[float, float]:
@@ -43,21 +41,7 @@ def _independent_scores(preds: list[np.ndarray], truths: list[np.ndarray]) -> di
 @pytest.fixture(scope="module")
 def banded(tmp_path_factory) -> Path:
     """A Mendeley-layout set of painted bands (one slice 60 px wide, to exercise padding)."""
-    root = tmp_path_factory.mktemp("banded")
-    for pid, shift in SHIFTS.items():
-        for disc in (3, 4, 5):
-            image, _ = banded_slice(64, shift=shift)
-            _, label = banded_slice(64, shift=0)
-            if disc == 5:
-                image, label = image[:, 2:62], label[:, 2:62]
-            for rel, data in (
-                (f"05_Final_Ground_Truth_Data/Label_Images/L1_{pid}_D{disc}.png", ids_to_mendeley(label)),
-                (f"04_Intermediary_Ground_Truth_Data/T2_Output/T2_{pid}_D{disc}.png", image.astype(np.uint16)),
-            ):
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).write_bytes(encode_png(data))
-    (root / "split.json").write_text(json.dumps(SPLIT))
-    return root
+    return make_banded(tmp_path_factory.mktemp("banded"))
 
 
 def _band_predictor(spec: PreprocessSpec):
