@@ -217,11 +217,12 @@ def _convert_rotated(monkeypatch) -> None:
 
 def test_a_broken_int8_artefact_fails_export_with_exit_1_and_leaves_nothing(model, tmp_path, monkeypatch):
     """Channel-rotated head weights in the converted int8 model: every pixel's label moves to the next class."""
+    import run_factory
     from typer.testing import CliRunner
 
     from edge_runtime.cli import app
 
-    data, _ = _run_folder_parts(tmp_path)
+    data = run_factory.make_data(tmp_path / "data", patients=6)
     model_path = tmp_path / "m.keras"
     model.save(model_path)
     out = tmp_path / "art"
@@ -340,55 +341,3 @@ def test_onnx_resize_uses_no_deprecated_mode(exported):
             if a.name == "coordinate_transformation_mode"
         }
         assert modes == {b"asymmetric"}, (name, modes)
-
-
-def _run_folder_parts(root):
-    import run_factory
-
-    return run_factory.make_data(root / "data", patients=6), root
-
-
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory, model):
-    import run_factory
-
-    root = tmp_path_factory.mktemp("run")
-    data = run_factory.make_data(root / "data", patients=6)
-    return data, run_factory.make_run(root / "unet-tiny", data, model=model)
-
-
-def test_export_command_on_a_run_folder(run_folder, tmp_path):
-    from export.exporter import export_command
-
-    _, run = run_folder
-    config = json.loads((run / "config.json").read_text())
-    results = export_command(run, tmp_path, "tflite-int8,onnx-int8", calibration_samples=4)
-    assert [r.path.name for r in results] == ["unet-tiny-tflite-int8.tflite", "unet-tiny-onnx-int8.onnx"]
-    manifest = load_verified_manifest(results[0].path)
-    assert manifest.provenance["calibration"]["slices"] == 4
-    assert "training-split patients" in manifest.provenance["calibration"]["source"]
-    assert manifest.provenance["data"] == config["data"] and manifest.provenance["seed"] == 0
-    assert manifest.validation["reference"] == "ground-truth" and manifest.validation["held_out"]
-    assert "test-split" in manifest.validation["source"]
-    baseline = json.loads((run / "metrics.json").read_text())
-    assert manifest.baseline_metrics["mean_dice"] == baseline["mean_dice"]
-    # validation scores the Keras model at original size on the test slices, like train.evaluate did
-    for short, scores in baseline["per_class"].items():
-        assert manifest.validation["dice_keras"][short] == pytest.approx(scores["dice"], abs=1e-6)
-    assert manifest.macs_per_slice == config["macs_per_slice"]
-    summary = json.loads((tmp_path / "unet-tiny-export.json").read_text())
-    assert [s["format"] for s in summary] == ["tflite-int8", "onnx-int8"]
-
-
-def test_export_cli_refuses_unusable_calibration_data(run_folder, tmp_path):
-    from typer.testing import CliRunner
-
-    from edge_runtime.cli import app
-
-    _, run = run_folder
-    args = ["export", str(run), "--out", str(tmp_path / "o"), "--formats", "tflite-int8", "--calibration-data"]
-    result = CliRunner().invoke(app, [*args, str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "calibration data folder not found" in result.output
-    result = CliRunner().invoke(app, [*args, str(tmp_path)])
-    assert result.exit_code == 2 and "no usable training slices" in result.output
-    assert not (tmp_path / "o").exists()
