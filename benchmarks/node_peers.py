@@ -8,9 +8,9 @@ bundled example series with fresh UIDs. Every wait here is bounded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,8 +29,24 @@ EXAMPLE_STUDY = REPO / "examples" / "study"
 DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
 
 
+@functools.cache
+def dcmtk(name: str) -> str | None:
+    """Path of dcmtk's `name`: the first native executable of that name on PATH.
+
+    pynetdicom installs Python console scripts called storescp, storescu, echoscu ... into the
+    virtual environment; with the venv activated they come first on PATH and take other options.
+    """
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder or ".") / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as handle:
+                if handle.read(4) == b"\x7fELF":
+                    return str(candidate)
+    return None
+
+
 def missing_tools(tools: tuple[str, ...] = DCMTK_TOOLS) -> list[str]:
-    return [t for t in tools if shutil.which(t) is None]
+    return [t for t in tools if dcmtk(t) is None]
 
 
 def free_port() -> int:
@@ -99,15 +115,16 @@ def storescu(files: list[Path], port: int, called: str = "EDGESEG", calling: str
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Send `files` in one association with dcmtk's storescu (as a scanner does; -xr: RLE Lossless proposed too)."""
     return subprocess.run(
-        ["storescu", "-xr", "-aet", calling, "-aec", called, "-to", "20", "-ta", "20", "127.0.0.1", str(port),
-         *[str(f) for f in files]],
+        [dcmtk("storescu") or "storescu", "-xr", "-aet", calling, "-aec", called, "-to", "20", "-ta", "20",
+         "127.0.0.1", str(port), *[str(f) for f in files]],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 
 def echoscu(port: int, called: str = "EDGESEG", calling: str = "MONITOR",
             timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", called, "-to", "10", "-ta", "10", "127.0.0.1", str(port)],
+    return subprocess.run([dcmtk("echoscu") or "echoscu", "-aet", calling, "-aec", called, "-to", "10", "-ta", "10",
+                           "127.0.0.1", str(port)],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -123,7 +140,8 @@ class StoreSCP:
     def start(self) -> StoreSCP:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["storescp", "-aet", self.ae_title, "-od", str(self.folder), "-uf", "+xa", "-fe", ".dcm", str(self.port)],
+            [dcmtk("storescp") or "storescp", "-aet", self.ae_title, "-od", str(self.folder), "-uf", "+xa", "-fe", ".dcm",
+             str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: echoscu(self.port, called=self.ae_title).returncode == 0, 20, "storescp to answer C-ECHO", 0.1)
