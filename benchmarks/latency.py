@@ -17,12 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from benchmarks.variants import Variant, discover_variants
 from benchmarks.worker import RESULT_PREFIX
-from edge_runtime.atomic import atomic_write_text
+from edge_runtime.atomic import atomic_write_json, atomic_write_text
 from edge_runtime.backends import FORMAT_BACKENDS, available_backends
 from edge_runtime.manifest import gzip_size
+from edge_runtime.messages import print_error, print_message
 from edge_runtime.precision import Precision
 from edge_runtime.progress import progress_bar
 
@@ -488,7 +490,7 @@ def backend_markdown(report: LatencyReport) -> str:
 def write_latency(report: LatencyReport, out: Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "latency.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_json(out / "latency.json", report.to_dict())
     backends = backend_markdown(report)
     text = "# Latency\n\n" + latency_markdown(report)
     if backends:
@@ -517,7 +519,7 @@ def latency_command(
         if run_dir is not None:
             keras_model_file(run_dir)
     except (ValueError, FileNotFoundError) as exc:  # ManifestError is a ValueError
-        err.print(f"[red]error:[/] {exc}")
+        print_error(err, exc)
         return 2
     report = measure_latency(variants, profile, run_dir=run_dir, include_seed=seed)
     sys.stdout.write(latency_markdown(report))
@@ -525,9 +527,9 @@ def latency_command(
         sys.stdout.write("\n" + backend_markdown(report))
     if out is not None:
         write_latency(report, out)
-        err.print(f"wrote {Path(out) / 'latency.json'} and latency.md")
+        err.print(f"wrote {escape(str(Path(out) / 'latency.json'))} and latency.md")
     for row in report.errors:
-        err.print(f"[red]failed:[/] {row.label} ({row.backend}, {row.threads} threads): {row.error}")
+        print_message(err, "failed", f"{row.label} ({row.backend}, {row.threads} threads): {row.error}")
     return 1 if report.errors else 0
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from edge_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
 from edge_runtime.labels import BY_SHORT
+from edge_runtime.messages import print_error
 from edge_runtime.metrics import segmentation_scores
 from edge_runtime.render import contact_sheet, overlay_image
 
@@ -322,7 +323,7 @@ def real_command(images: Path, reference: Path, model: Path | None = None, out: 
     try:
         result = bench_real(model, images, reference, out, pixel_spacing, threads)
     except (ValueError, OSError, BackendError) as exc:  # RealBenchError and ManifestError are ValueErrors
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        print_error(err, exc)
         return 2
     sys.stdout.write(markdown(result["summary"], result["info"]))
     if out is not None:

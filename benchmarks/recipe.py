@@ -13,8 +13,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from edge_runtime.atomic import atomic_write_text
+from edge_runtime.atomic import atomic_write_json
 from edge_runtime.manifest import manifest_path, read_manifest, write_manifest
+from edge_runtime.messages import print_error
 
 BUNDLE_DIR = Path(__file__).resolve().parent.parent / "edge_runtime" / "models"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -168,7 +169,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
     from train.fit import train_command
 
     if name not in RECIPES:
-        Console(stderr=True).print(f"[red]error:[/] unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        print_error(Console(stderr=True), f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
         return 2
     recipe = RECIPES[name]
     out = Path(out)
@@ -249,7 +250,7 @@ def recipe_command(name: str, out: Path, bundle: bool = False) -> int:
         "total_minutes": round((time.perf_counter() - total_start) / 60, 1),
         "float_metrics": json.loads((base / "metrics.json").read_text()),
     }
-    atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "recipe.json", summary)
     failed = [k for k, v in step.record.items() if not v["ok"]]
     console.print(
         f"recipe {name}: {summary['total_minutes']} min, float mean Dice "

@@ -9,11 +9,12 @@ patients, few repeats, one thread: what the test suite runs so the code cannot r
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from benchmarks.accuracy import (
     AccuracyReport,
@@ -42,8 +43,9 @@ from benchmarks.machine import describe_machine
 from benchmarks.plots import Point, pareto_front, plot_dice_per_class, plot_latency_vs_dice, plot_sizes
 from benchmarks.real import RealSet, real_by_variant, real_markdown
 from benchmarks.variants import discover_variants
-from edge_runtime.atomic import atomic_write_text
+from edge_runtime.atomic import atomic_write_json, atomic_write_text
 from edge_runtime.labels import FOREGROUND
+from edge_runtime.messages import print_error, print_message
 
 SCHEMA = "edge-seg-bench/1"
 PLOTS = {"dice": "dice_per_class.png", "pareto": "latency_vs_dice.png", "size": "size_per_variant.png"}
@@ -370,7 +372,7 @@ def run_bench(
         "notes": notes,
         "passed": accuracy.passed and not latency.errors,
     }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report, accuracy, latency))
     return report, accuracy, latency
 
@@ -404,11 +406,11 @@ def bench_all_command(
             run_dir, artifacts, out, data, QUICK if quick else FULL, thread_counts, runs=runs, real=real
         )
     except (ValueError, FileNotFoundError, BackendError) as exc:  # ManifestError / RunDirError are ValueErrors
-        err.print(f"[red]error:[/] {exc}")
+        print_error(err, exc)
         return 2
     sys.stdout.write(summary_markdown(report["summary"]))
     print_verdict(accuracy, err)
     for row in latency.errors:
-        err.print(f"[red]latency failed:[/] {row.label} ({row.backend}, {row.threads} threads): {row.error}")
-    err.print(f"wrote {Path(out) / 'report.md'}, report.json and {len(report['plots'])} plots")
+        print_message(err, "latency failed", f"{row.label} ({row.backend}, {row.threads} threads): {row.error}")
+    err.print(f"wrote {escape(str(Path(out) / 'report.md'))}, report.json and {len(report['plots'])} plots")
     return 0 if report["passed"] else 1

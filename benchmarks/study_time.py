@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.atomic import atomic_write_json
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STUDY_SLICES = 15
 _SCRIPT = Path(sys.executable).with_name("edge-seg")  # the console script a user types
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     sys.stdout.write(markdown(result))
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        atomic_write_json(args.json, result.to_dict())
     return 0
 
 

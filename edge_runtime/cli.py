@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edge_runtime import __version__
+from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 
 app = typer.Typer(
     name="edge-seg",
@@ -311,8 +312,8 @@ def run(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing outputs: afterwards the folder holds exactly this run's files.")
     ] = False,
-    ts_relative: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is relative.")] = 100.0,
-    ts_absolute: Annotated[float, typer.Option(help="Thecal-sac area (mm2) below which stenosis is absolute.")] = 75.0,
+    ts_relative: Annotated[float, typer.Option(help="Sac area (mm2) below which stenosis is relative.")] = RELATIVE_STENOSIS_MM2,
+    ts_absolute: Annotated[float, typer.Option(help="Sac area (mm2) below which stenosis is absolute.")] = ABSOLUTE_STENOSIS_MM2,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per inference call (models with a free batch).")] = 8,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead of a table.")] = False,
 ) -> None:

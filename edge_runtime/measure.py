@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 from edge_runtime.labels import BY_SHORT, FOREGROUND, NUM_CLASSES
 
 TS_ID = BY_SHORT["TS"].id
@@ -29,8 +30,8 @@ class StenosisThresholds:
     Defaults follow the common literature values (100 and 75 mm2; some authors use 70).
     """
 
-    relative_mm2: float = 100.0
-    absolute_mm2: float = 75.0
+    relative_mm2: float = RELATIVE_STENOSIS_MM2
+    absolute_mm2: float = ABSOLUTE_STENOSIS_MM2
 
     def __post_init__(self) -> None:
         if not 0 < self.absolute_mm2 <= self.relative_mm2:

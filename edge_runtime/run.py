@@ -40,6 +40,7 @@ from rich.markup import escape
 
 from edge_runtime.backends import BackendError
 from edge_runtime.console import err, print_summary
+from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 from edge_runtime.decode import load_pixels
 from edge_runtime.discovery import discover
 from edge_runtime.geometry import ap_axis
@@ -266,8 +267,8 @@ def run_command(
     series: str | None = None,
     truth: Path | None = None,
     overwrite: bool = False,
-    ts_relative_mm2: float = 100.0,
-    ts_absolute_mm2: float = 75.0,
+    ts_relative_mm2: float = RELATIVE_STENOSIS_MM2,
+    ts_absolute_mm2: float = ABSOLUTE_STENOSIS_MM2,
     json_output: bool = False,
     batch_size: int = 8,
     rules: Path | None = None,

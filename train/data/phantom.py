@@ -16,6 +16,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2
 from edge_runtime.labels import BY_SHORT
 from train.data.phantom_geometry import (
     SIZE,
@@ -45,7 +46,7 @@ __all__ = [
 
 DISCS = (3, 4, 5)
 """The three lowest disc levels, as in the Mendeley set: L3-L4, L4-L5, L5-S1."""
-STENOSIS_MM2 = 75.0
+STENOSIS_MM2 = ABSOLUTE_STENOSIS_MM2
 """Absolute central stenosis: thecal-sac cross-sectional area below this (mm2)."""
 MAX_VALUE = 4095
 """12-bit intensities."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_text
+from edge_runtime.atomic import atomic_write_json
 from train.data.mendeley import DatasetError, SlicePair, index_dataset
 
 SPLIT_FILE = "split.json"
@@ -89,7 +89,7 @@ def load_or_create_split(root: Path, seed: int = 0) -> dict[str, list[str]]:
         raise DatasetError(f"{root}: no labelled slices to split")
     split = make_split(known, seed)
     record = {"seed": seed, "unit": "patient", **split}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    atomic_write_json(path, record)
     return split
 
 

@@ -10,7 +10,6 @@ import contextlib
 import csv
 import functools
 import io
-import json
 import multiprocessing
 import multiprocessing.pool
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.atomic import atomic_write_bytes, atomic_write_text
+from edge_runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edge_runtime.labels import CLASSES, ids_to_mendeley, palette
 from train.data.mendeley import IMAGE_DIRS, LABEL_DIR, slice_name
 from train.data.phantom import DISCS, SPACING_MM, STENOSIS_MM2, SliceImages, render_slice, sample_patient
@@ -224,7 +223,7 @@ def synthesize(out: Path, patients: int, seed: int, dicom: bool = False, preview
               "dicom": dicom, "off_disc": off_disc,
               "appearance": "randomized" if randomize else "physical", "pixel_spacing_mm": SPACING_MM, "class_pixel_share": share,
               "stenotic_share": n_stenotic / len(rows), "stenosis_threshold_mm2": STENOSIS_MM2}
-    atomic_write_text(out / SYNTH_FILE, json.dumps(record, indent=2) + "\n")
+    atomic_write_json(out / SYNTH_FILE, record)
     seconds = time.perf_counter() - start
     return SynthSummary(out, patients, len(rows), n_dicom, n_rendered, seconds, n_rendered / max(seconds, 1e-9),
                         share, n_stenotic / len(rows))
