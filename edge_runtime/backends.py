@@ -23,10 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edge_runtime.cpu import usable_cores
+from edge_runtime.native_log import native_output_to
+from edge_runtime.user_cache import cache_dir
 
 if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest, TensorSpec
 
+NATIVE_LOG = "interpreter.log"
+"""Where the TFLite interpreters' native start-up lines go (in the user cache folder)."""
 BACKENDS = ("litert", "tflite-runtime", "openvino", "onnxruntime")
 # Which backends can run each model format, in preference order: the first installed one is
 # the default; a later one is chosen by `auto` only when it is measurably faster.
@@ -108,11 +112,10 @@ class TFLiteBackend:
         self.name = module
         self.threads = threads
         interpreter_module = _import_backend(module)
-        try:
-            self._interpreter = interpreter_module.Interpreter(
-                model_path=str(model_path), num_threads=threads
-            )
-            self._interpreter.allocate_tensors()
+        try:  # the interpreter announces its XNNPACK delegate on fd 2: keep that line in a log
+            with native_output_to(cache_dir() / NATIVE_LOG):
+                self._interpreter = interpreter_module.Interpreter(model_path=str(model_path), num_threads=threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"{model_path}: {module} cannot load this model ({exc})") from exc
         inp = self._interpreter.get_input_details()[0]
