@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,13 +25,10 @@ import numpy as np
 
 from edge_runtime.cpu import usable_cores
 from edge_runtime.native_log import native_output_to
-from edge_runtime.user_cache import cache_dir
 
 if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest, TensorSpec
 
-NATIVE_LOG = "interpreter.log"
-"""Where the TFLite interpreters' native start-up lines go (in the user cache folder)."""
 BACKENDS = ("litert", "tflite-runtime", "openvino", "onnxruntime")
 # Which backends can run each model format, in preference order: the first installed one is
 # the default; a later one is chosen by `auto` only when it is measurably faster.
@@ -112,8 +110,8 @@ class TFLiteBackend:
         self.name = module
         self.threads = threads
         interpreter_module = _import_backend(module)
-        try:  # the interpreter announces its XNNPACK delegate on fd 2: keep that line in a log
-            with native_output_to(cache_dir() / NATIVE_LOG):
+        try:  # the interpreter announces its XNNPACK delegate on fd 2; that line tells a user nothing
+            with native_output_to(Path(os.devnull)):
                 self._interpreter = interpreter_module.Interpreter(model_path=str(model_path), num_threads=threads)
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:

@@ -1,4 +1,4 @@
-"""Native start-up lines of the interpreters stay off the console and land in the cache log."""
+"""Native start-up lines of the interpreters stay off the console; the program's own output does not."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_run_prints_no_xnnpack_line_and_logs_it(tmp_path: Path) -> None:
+def test_run_prints_no_xnnpack_line(tmp_path: Path) -> None:
     env = {**os.environ, "EDGE_SEG_CACHE_DIR": str(tmp_path / "cache")}
     exe = Path(sys.executable).with_name("edge-seg")
     result = subprocess.run(
@@ -20,5 +20,4 @@ def test_run_prints_no_xnnpack_line_and_logs_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "XNNPACK" not in result.stdout + result.stderr
-    assert "segmenting" in result.stderr  # the progress bar still reaches the console
-    assert "XNNPACK" in (tmp_path / "cache" / "interpreter.log").read_text()
+    assert "segmenting" in result.stderr and "results in" in result.stderr  # our own lines still reach the console
