@@ -461,10 +461,14 @@ def recipe(
     bundle: Annotated[
         bool, typer.Option(help="Ship the int8 models as the package default and the example study in examples/.")
     ] = False,
+    real_images: Annotated[
+        Path | None, typer.Option(help="Also score every variant on these real slices (see `bench real`).")
+    ] = None,
+    real_reference: Annotated[Path | None, typer.Option(help="reference.jsonl for --real-images.")] = None,
 ) -> None:
     """Reproduce every shipped artefact in one command: synth, train, prune, QAT, export, bench (needs 'train')."""
     command = load_command("benchmarks.recipe", "recipe_command", needs="train")
-    raise typer.Exit(command(name=name, out=out, bundle=bundle))
+    raise typer.Exit(command(name=name, out=out, bundle=bundle, real_images=real_images, real_reference=real_reference))
 
 
 @app.command()
