@@ -139,11 +139,12 @@ def _foreground_mean(values: dict[str, float]) -> float:
 
 
 def _evaluate(predict, pairs, spec, modality: str, label: str, show_progress: bool):
+    from train.data.mendeley import with_modalities
     from train.evaluate import evaluate_predictor
 
     if not show_progress:
         return evaluate_predictor(predict, pairs, spec, modality, keep_predictions=True)
-    with progress_bar(f"accuracy {label}", total=len(pairs)) as advance:
+    with progress_bar(f"accuracy {label}", total=len(with_modalities(pairs, modality))) as advance:
         return evaluate_predictor(
             predict, pairs, spec, modality, keep_predictions=True, progress=lambda done, total: advance(done)
         )

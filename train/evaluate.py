@@ -273,7 +273,7 @@ def evaluate_command(
             raise ValueError(f"{data}: data folder not found")
         predict, spec, run, prov = _load_predictor(model, threads)
         pairs, _ = split_pairs(data, split, run, seed=int(prov.get("seed", 0) or 0))
-        with progress_bar(f"evaluating {split}", total=len(pairs)) as advance:
+        with progress_bar(f"evaluating {split}", total=len(with_modalities(pairs, modality))) as advance:
             result = evaluate_predictor(
                 predict, pairs, spec, modality, split=split, progress=lambda done, total: advance(done)
             )
