@@ -14,6 +14,9 @@ format) in a worker process that the harness kills after `--timeout` seconds, an
     every good slice of the base study segmented (status ok).
 
     python -m benchmarks.fuzz --variants 500 --out fuzz-out       # prints the totals, writes fuzz.json
+
+Size: most of the module is the table of variant builders, a few lines each, kept beside the
+checks they must pass so a new hostile case is one function and one table row.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Side by side in the same run: the seed project's U-Net and our float model in Keras (`predict`,
 as the seed shipped), so each speed-up is a ratio of two numbers measured minutes apart on the
 same machine; and numpy's fp32 matrix-multiply rate as the compute ceiling.
+
+Size (~550 lines): the data model, the per-process orchestration and the markdown of one
+benchmark; the markdown is the next part to move into benchmarks/markdown.py.
 """
 
 from __future__ import annotations

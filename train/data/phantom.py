@@ -5,6 +5,10 @@ D5 = L5-S1). A slice is an ordered list of shapes in millimetres, each painted w
 Large soft-tissue layers are rasterised at 1x, the spine region at 2x; the 2x2 average gives
 partial volume. Labels are the tissues' classes at 1x pixel centres, painted from the same
 shapes, so every labelled pixel belongs to a structure that is also drawn in intensity.
+
+Size (~840 lines): the sampled shape parameters, the positions derived from them (`_Derived`) and
+the paint operations that read those positions are one model of a slice and change together; the
+acquisition half (rendering, noise, bias) is the natural first cut when the module is split.
 """
 
 from __future__ import annotations
