@@ -85,13 +85,14 @@ def load_command(module: str, attr: str, needs: str | None = None) -> Callable[.
     TensorFlow, when installed, is imported first with its start-up lines sent to
     tensorflow.log in the user cache folder.
     """
-    from edge_runtime.native_log import import_tensorflow_quietly
     from edge_runtime.user_cache import cache_dir
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     if needs is not None:
         require_extra(needs)
     if needs == "train" or module in _KERAS_BASELINE_MODULES:
+        from train.quiet_tf import import_tensorflow_quietly
+
         import_tensorflow_quietly(cache_dir() / "tensorflow.log")
     try:
         function = getattr(importlib.import_module(module), attr)

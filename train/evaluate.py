@@ -205,8 +205,8 @@ def _load_predictor(model: Path, threads: int | None) -> tuple[Predictor, Prepro
         manifest = load_verified_manifest(model)
         backend = open_backend(model, threads=threads)
         return backend.predict, manifest.preprocessing, None, dict(manifest.provenance)
-    from edge_runtime.native_log import import_tensorflow_quietly
     from edge_runtime.user_cache import cache_dir
+    from train.quiet_tf import import_tensorflow_quietly
 
     import_tensorflow_quietly(cache_dir() / "tensorflow.log")  # its start-up lines stay off the console
     if threads:
