@@ -66,9 +66,14 @@ ALGORITHM_FAMILY = codes.ARTIFICIAL_INTELLIGENCE
 LUMBAR_SPINE_REGION = codes.LUMBAR_SPINE
 
 
+def highdicom_unavailable(hint: str) -> str | None:
+    """None when highdicom is importable, else `hint` (what to install for the output at hand)."""
+    return None if importlib.util.find_spec("highdicom") is not None else hint
+
+
 def seg_unavailable_reason() -> str | None:
-    """None when highdicom is importable, else a one-line install hint."""
-    return None if importlib.util.find_spec("highdicom") is not None else SEG_INSTALL_HINT
+    """None when highdicom is importable, else the SEG's install hint."""
+    return highdicom_unavailable(SEG_INSTALL_HINT)
 
 
 def import_in_background() -> threading.Thread:

@@ -11,13 +11,13 @@ sheet is written by `write_run_summaries` once every series is done.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edge_runtime import __version__
+from edge_runtime.dicom_seg import highdicom_unavailable
 from edge_runtime.dicom_sr import ReportContent, thresholds_statement, write_sr
 from edge_runtime.findings import SeriesFindings, series_findings
 from edge_runtime.inputs import InputIssue
@@ -31,8 +31,8 @@ SR_INSTALL_HINT = "DICOM SR and key-image DICOM need highdicom: pip install 'edg
 
 
 def highdicom_missing() -> str | None:
-    """None when highdicom is importable, else a one-line install hint."""
-    return None if importlib.util.find_spec("highdicom") is not None else SR_INSTALL_HINT
+    """None when highdicom is importable, else the SR's install hint."""
+    return highdicom_unavailable(SR_INSTALL_HINT)
 
 
 def sr_path(output: Path, series_name: str) -> Path:
