@@ -7,8 +7,11 @@ command's body lives in its own package.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -327,24 +330,25 @@ def run(
         err.print("[red]error:[/] give the input once: as INPUT or as -i/--input")
         raise typer.Exit(2)
     command = load_command("edge_runtime.run", "run_command")
-    raise typer.Exit(
-        command(
-            input=input if input is not None else input_option,
-            output=output,
-            model=model,
-            threads=threads,
-            backend=backend,
-            formats=format,
-            series=series,
-            rules=rules,
-            truth=truth,
-            overwrite=overwrite,
-            ts_relative_mm2=ts_relative,
-            ts_absolute_mm2=ts_absolute,
-            json_output=json_output,
-            batch_size=batch_size,
-        )
+    _fewer_collections()
+    status = command(
+        input=input if input is not None else input_option,
+        output=output,
+        model=model,
+        threads=threads,
+        backend=backend,
+        formats=format,
+        series=series,
+        rules=rules,
+        truth=truth,
+        overwrite=overwrite,
+        ts_relative_mm2=ts_relative,
+        ts_absolute_mm2=ts_absolute,
+        json_output=json_output,
+        batch_size=batch_size,
     )
+    _EXIT_NOW.append(status)  # run_command returned: every output is committed (or removed), the lock released
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -538,8 +542,43 @@ def serve(
     raise typer.Exit(command(config=config, show_status=status))
 
 
+# `edge-seg run` sets this once run_command has returned; main() then ends the process without
+# the interpreter's teardown (0.1-0.2 s of freeing pydicom/highdicom objects on a one-shot run).
+_EXIT_NOW: list[int] = []
+
+
+def _fewer_collections() -> None:
+    """A one-shot run allocates many small objects (pydicom, highdicom) that live until it ends: move
+    what the imports left to the permanent generation and collect less often (cycles are still freed)."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(20000, 20, 20)
+
+
+def _exit_fast(code: int) -> None:
+    """End the process now: atexit handlers and stdio flushed, no module teardown.
+
+    Only for the console script's `run`, after run_command returned: its files are all closed and
+    moved into place (or removed), its lock released and its thread pool joined, so nothing is lost.
+    Never inside `serve`, tests (CliRunner) or library calls, which do not go through main().
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _EXIT_NOW and threading.active_count() == 1:
+            _exit_fast(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":

@@ -219,10 +219,15 @@ def process_series(
         [r.block for r in series.slices],
     )
     tick = options.clock("measure", tick)
-    for name, writer in SERIES_WRITERS.items():
-        if name in options.formats:
-            writer.write(result, outputs)
-            tick = options.clock(_STAGES.get(name, "outputs"), tick)
+    try:
+        for name, writer in SERIES_WRITERS.items():
+            if name in options.formats:
+                writer.write(result, outputs)
+                tick = options.clock(_STAGES.get(name, "outputs"), tick)
+    finally:  # the PNGs encoded on worker threads meanwhile: their failures are this series' slices'
+        tick = time.perf_counter()
+        outputs.wait()
+        options.clock("outputs", tick)
     named = {issue.path for issue in outcome.failed}
     for i, reason in sorted(outcome.failed_indices.items()):
         if series.slices[i].path not in named:

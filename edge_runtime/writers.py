@@ -8,11 +8,14 @@ output format (e.g. a DICOM SR) is one more class here and one more entry in `SE
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from edge_runtime.inputs import InputIssue, Series
 from edge_runtime.manifest import Manifest
@@ -63,8 +66,9 @@ class LabelPngWriter:
 
     def write(self, result: SeriesResult, outputs: RunOutputs) -> None:
         for i in sorted(result.masks):
+            final = result.folder / "labels" / f"{result.series.slices[i].stem}.png"
             try:
-                outputs.save_png(label_image(result.masks[i]), result.folder / "labels" / f"{result.series.slices[i].stem}.png")
+                outputs.save_png_later(label_image(result.masks[i]), final, partial(_slice_failed, result, i, "the label PNG"))
             except Exception as exc:  # disk full, permissions: this slice only
                 _slice_failed(result, i, "the label PNG", exc)
         result.outcome.outputs["labels"] = str(result.folder / "labels")
@@ -81,7 +85,7 @@ class OverlayWriter:
     def write(self, result: SeriesResult, outputs: RunOutputs) -> None:
         series, outcome = result.series, result.outcome
         measured = {m.index: m for m in (outcome.measurement.slices if outcome.measurement else [])}
-        tiles = []
+        tiles: list[tuple[Future[Any], Image.Image, str]] = []
         notice = intended_use(result.manifest).image_line  # "RESEARCH USE ONLY ..." unless cleared for clinical use
         for i in sorted(result.masks):
             stem = series.slices[i].stem
@@ -89,21 +93,35 @@ class OverlayWriter:
                 m = measured[i]
                 picture = overlay_image(result.images[i], result.masks[i], legend=False)
                 legend = add_legend(picture, m.areas, m.unit, f"{series.name}/{stem}", notice=notice)
-                outputs.save_png(legend, result.folder / "overlays" / f"{stem}.png")
                 grade = f" {m.ts_grade}" if m.ts_grade else ""
-                tiles.append((picture, f"{stem} TS {m.ts_area:.0f}{grade}"))
+                written = outputs.save_png_later(
+                    legend, result.folder / "overlays" / f"{stem}.png", partial(_slice_failed, result, i, "the overlay")
+                )
+                tiles.append((written, picture, f"{stem} TS {m.ts_area:.0f}{grade}"))
             except Exception as exc:  # a rendering or disk problem: this slice only
                 _slice_failed(result, i, "the overlay", exc)
         outcome.outputs["overlays"] = str(result.folder / "overlays")
         if not tiles:
             return
         path = result.folder / f"{series.name}_contact_sheet.png"
-        title = f"{series.name}: {len(tiles)} slices, {series.description}"[:80]
-        try:
-            outputs.save_png(contact_sheet([t for t, _ in tiles], [c for _, c in tiles], title=title, notice=notice), path)
-            outcome.outputs["contact_sheet"] = str(path)
-        except Exception as exc:
+
+        def sheet() -> Image.Image | None:  # on a worker, once the overlays before it are written
+            kept = [(picture, caption) for written, picture, caption in tiles if written.exception() is None]
+            if not kept:
+                return None
+            title = f"{series.name}: {len(kept)} slices, {series.description}"[:80]
+            return contact_sheet([t for t, _ in kept], [c for _, c in kept], title=title, notice=notice)
+
+        def sheet_failed(exc: Exception) -> None:
             outcome.failed.append(InputIssue(series.folder, f"writing the contact sheet failed ({type(exc).__name__}: {exc})"))
+
+        def sheet_written() -> None:
+            outcome.outputs["contact_sheet"] = str(path)
+
+        try:
+            outputs.save_png_later(sheet, path, sheet_failed, sheet_written)
+        except Exception as exc:
+            sheet_failed(exc)
 
 
 class NpyWriter:

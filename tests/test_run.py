@@ -356,15 +356,15 @@ def test_a_slice_whose_output_cannot_be_written_fails_alone(
     from edge_runtime.outputs import RunOutputs
 
     _write_study(tmp_path / "in", shifts=[0, 1, 2])
-    real_save = RunOutputs.save_png
+    real_save = RunOutputs.stage_png
     doomed = f"{_stems(3)[1]}.png"
 
     def disk_full_for_one(self: RunOutputs, image, final: Path) -> None:  # injected fault: ENOSPC on one file
-        if final.name == doomed:
+        if final.name == doomed:  # on an encoder thread: the failure still lands on this slice
             raise OSError(28, "No space left on device")
         real_save(self, image, final)
 
-    monkeypatch.setattr(RunOutputs, "save_png", disk_full_for_one)
+    monkeypatch.setattr(RunOutputs, "stage_png", disk_full_for_one)
     assert _run(tmp_path, bands, "formats", "png,report") == 1
     slices = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
     assert [e["status"] for e in slices] == ["ok", "failed", "ok"]
