@@ -74,6 +74,13 @@ class LabelPngWriter:
         result.outcome.outputs["labels"] = str(result.folder / "labels")
 
 
+def _overlay(
+    image: np.ndarray, mask: np.ndarray, areas: dict[str, float], unit: str, title: str, notice: str | None
+) -> Image.Image:
+    """One slice's overlay with its legend strip below (drawn on a PNG worker thread)."""
+    return add_legend(overlay_image(image, mask, legend=False), areas, unit, title, notice=notice)
+
+
 class OverlayWriter:
     """overlays/<stem>.png with a legend of the areas, and <series>_contact_sheet.png of all of them."""
 
@@ -85,19 +92,19 @@ class OverlayWriter:
     def write(self, result: SeriesResult, outputs: RunOutputs) -> None:
         series, outcome = result.series, result.outcome
         measured = {m.index: m for m in (outcome.measurement.slices if outcome.measurement else [])}
-        tiles: list[tuple[Future[Any], Image.Image, str]] = []
+        tiles: list[tuple[Future[Any], tuple[int, int], str]] = []
         notice = intended_use(result.manifest).image_line  # "RESEARCH USE ONLY ..." unless cleared for clinical use
         for i in sorted(result.masks):
             stem = series.slices[i].stem
             try:
                 m = measured[i]
-                picture = overlay_image(result.images[i], result.masks[i], legend=False)
-                legend = add_legend(picture, m.areas, m.unit, f"{series.name}/{stem}", notice=notice)
+                height, width = result.masks[i].shape
                 grade = f" {m.ts_grade}" if m.ts_grade else ""
+                render = partial(_overlay, result.images[i], result.masks[i], m.areas, m.unit, f"{series.name}/{stem}", notice)
                 written = outputs.save_png_later(
-                    legend, result.folder / "overlays" / f"{stem}.png", partial(_slice_failed, result, i, "the overlay")
+                    render, result.folder / "overlays" / f"{stem}.png", partial(_slice_failed, result, i, "the overlay")
                 )
-                tiles.append((written, picture, f"{stem} TS {m.ts_area:.0f}{grade}"))
+                tiles.append((written, (width, height), f"{stem} TS {m.ts_area:.0f}{grade}"))
             except Exception as exc:  # a rendering or disk problem: this slice only
                 _slice_failed(result, i, "the overlay", exc)
         outcome.outputs["overlays"] = str(result.folder / "overlays")
@@ -105,8 +112,12 @@ class OverlayWriter:
             return
         path = result.folder / f"{series.name}_contact_sheet.png"
 
-        def sheet() -> Image.Image | None:  # on a worker, once the overlays before it are written
-            kept = [(picture, caption) for written, picture, caption in tiles if written.exception() is None]
+        def sheet() -> Image.Image | None:  # on a worker, once the overlays before it are drawn and written
+            kept = [
+                (written.result().crop((0, 0, *size)), caption)  # the overlay without its legend strip
+                for written, size, caption in tiles
+                if written.exception() is None
+            ]
             if not kept:
                 return None
             title = f"{series.name}: {len(kept)} slices, {series.description}"[:80]
