@@ -246,12 +246,56 @@ def _level_group(
     )
 
 
-def build_measurement_report(
-    content: ReportContent,
-    series_number: int = 9902,
-    series_description: str = "edge-seg thecal-sac measurements",
-) -> Any:
-    """A highdicom Comprehensive3DSR holding the TID 1500 report of `content`.
+def _referenced_uids(node: Any, found: set[str]) -> set[str]:
+    """SOP Instance UIDs referenced by the IMAGE and COMPOSITE items below `node` (what highdicom checks against evidence)."""
+    for item in node.get("ContentSequence", ()):
+        if item.ValueType in ("IMAGE", "COMPOSITE"):
+            found.add(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+        _referenced_uids(item, found)
+    return found
+
+
+@cache
+def _assembled_sr_class() -> type:
+    """The Comprehensive3DSR subclass below, defined on first use (highdicom is imported on use)."""
+    import highdicom as hd
+    from pydicom import Dataset
+
+    class AssembledComprehensive3DSR(hd.sr.Comprehensive3DSR):
+        """Comprehensive3DSR taking the TID 1500 tree as built: the base constructor deep-copies and re-parses it (~0.1 s here).
+
+        highdicom's constructor is given the root container without its children (the document
+        header, evidence, flags and patient/study module come from highdicom as usual); the built
+        tree is then attached as is, and `content` returns that same MeasurementReport. The one
+        check of the full tree the constructor would have made, that every referenced instance is
+        in `evidence`, is made here. tests/test_dicom_sr.py checks that the document equals the
+        one highdicom's plain constructor writes, apart from UIDs, dates and times.
+        """
+
+        def __init__(self, report: Any, evidence: Sequence[Any], **kwargs: Any) -> None:
+            root = report[0]
+            missing = _referenced_uids(root, set()) - {str(e.SOPInstanceUID) for e in evidence}
+            if missing:
+                raise ValueError(f"SR content references instances not given as evidence: {sorted(missing)}")
+            header = Dataset()
+            for element in root:
+                if element.keyword != "ContentSequence":
+                    header.add(element)
+            header.ContentSequence = []
+            super().__init__(evidence=evidence, content=header, **kwargs)
+            self.ContentSequence = root.ContentSequence
+            self._report = report
+
+        @property
+        def content(self) -> Any:
+            """The MeasurementReport this document was assembled from (its items are the document's)."""
+            return self._report
+
+    return AssembledComprehensive3DSR
+
+
+def build_report_tree(content: ReportContent) -> tuple[Any, list[Any]]:
+    """The TID 1500 MeasurementReport of `content` (highdicom templates) and the evidence it references.
 
     Raises
     ------
@@ -293,22 +337,47 @@ def build_measurement_report(
         title=_coded(c.IMAGING_MEASUREMENT_REPORT),
     )
     evidence = [f.source for f in content.slices] + list(content.segmentations)
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence,
-        content=report[0],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="edge-seg",
-        is_complete=True,
-        is_final=False,  # a draft for the radiologist to verify
-        is_verified=False,
-        record_evidence=False,
-        series_description=content.use.describe(series_description),
-        manufacturer_model_name=(content.manifest.name or "edge-seg model")[:64],
-        software_versions=f"edge-seg {__version__}",
-    )
+    return report, evidence
+
+
+def document_attributes(
+    content: ReportContent, series_number: int = 9902, series_description: str = "edge-seg thecal-sac measurements"
+) -> dict[str, Any]:
+    """Keyword arguments of highdicom's Comprehensive3DSR besides `evidence` and `content` (new UIDs each call)."""
+    from pydicom.uid import generate_uid
+
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": "edge-seg",
+        "is_complete": True,
+        "is_final": False,  # a draft for the radiologist to verify
+        "is_verified": False,
+        "record_evidence": False,
+        "series_description": content.use.describe(series_description),
+        "manufacturer_model_name": (content.manifest.name or "edge-seg model")[:64],
+        "software_versions": f"edge-seg {__version__}",
+    }
+
+
+def build_measurement_report(
+    content: ReportContent,
+    series_number: int = 9902,
+    series_description: str = "edge-seg thecal-sac measurements",
+) -> Any:
+    """A highdicom Comprehensive3DSR holding the TID 1500 report of `content`.
+
+    Raises
+    ------
+    ValueError
+        When there is nothing to report, a level names a slice with no finding, or the
+        sources belong to more than one study.
+    """
+    report, evidence = build_report_tree(content)
+    attributes = document_attributes(content, series_number, series_description)
+    sr = _assembled_sr_class()(report, evidence, **attributes)
     sr.ContentQualification = content.use.content_qualification
     return sr
 

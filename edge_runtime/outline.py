@@ -20,8 +20,16 @@ _TURN_ORDER = {  # prefer a right turn, then straight, then left: keeps diagonal
 
 
 def _boundary_edges(mask: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
-    """Directed unit edges with the region on their right (on screen): start vertex -> directions."""
-    padded = np.pad(mask.astype(bool), 1)
+    """Directed unit edges with the region on their right (on screen): start vertex -> directions.
+
+    Works on the mask's bounding box (a thecal sac is ~0.3 % of a 320x320 slice): ~5x faster, same edges.
+    """
+    mask = mask.astype(bool)
+    rows_any, cols_any = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows_any):
+        return {}
+    top, left = int(rows_any[0]), int(cols_any[0])
+    padded = np.pad(mask[top : int(rows_any[-1]) + 1, left : int(cols_any[-1]) + 1], 1)
     inside = padded[1:-1, 1:-1]
     edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
     # (neighbour that must be outside, start-vertex offset (dx, dy) from the pixel's top-left, direction)
@@ -33,7 +41,7 @@ def _boundary_edges(mask: np.ndarray) -> dict[tuple[int, int], list[tuple[int, i
     )
     for neighbour, (ox, oy), direction in sides:
         rows, cols = np.nonzero(inside & ~neighbour)
-        for x, y in zip((cols + ox).tolist(), (rows + oy).tolist(), strict=True):
+        for x, y in zip((cols + (ox + left)).tolist(), (rows + (oy + top)).tolist(), strict=True):
             edges.setdefault((x, y), []).append(direction)
     return edges
 

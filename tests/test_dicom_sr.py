@@ -287,3 +287,61 @@ def test_three_angled_blocks_each_level_references_its_blocks_seg(tmp_path: Path
     planar, _ = _groups(path)
     orientations = {tuple(float(v) for v in ds.ImageOrientationPatient) for ds in all_sources}
     assert len(orientations) == 3 and len(planar) == 9  # one POLYLINE group per slice whatever its block's angle
+
+
+def _flat(dataset, skip_vrs=("UI", "DA", "TM", "DT")) -> list:
+    """Every element except UIDs, dates and times (new per document), sequences in order."""
+    items = []
+    for element in dataset:
+        if element.VR in skip_vrs:
+            continue
+        if element.VR == "SQ":
+            items.append((element.tag, [_flat(item, skip_vrs) for item in element.value]))
+        else:
+            items.append((element.tag, element.value))
+    return items
+
+
+def _references(dataset) -> list[str]:
+    keys = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID", "StudyInstanceUID", "SOPClassUID")
+    return [str(e.value) for e in dataset.iterall() if e.keyword in keys]
+
+
+@pytest.mark.parametrize("variant", ["seg", "no-seg"])
+def test_the_assembled_sr_is_the_document_highdicoms_own_constructor_writes(study: Study, tmp_path: Path, variant: str) -> None:
+    content = study.content(**({"segmentations": []} if variant == "no-seg" else {}))
+    fast = dicom_sr.build_measurement_report(content)
+    report, evidence = dicom_sr.build_report_tree(content)
+    plain = hd.sr.Comprehensive3DSR(evidence=evidence, content=report[0], **dicom_sr.document_attributes(content))
+    plain.ContentQualification = content.use.content_qualification
+    fast.save_as(tmp_path / "fast.dcm", enforce_file_format=True)
+    plain.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+    a, b = pydicom.dcmread(tmp_path / "fast.dcm"), pydicom.dcmread(tmp_path / "plain.dcm")
+    assert _flat(a.file_meta) == _flat(b.file_meta)
+    assert _flat(a) == _flat(b)
+    assert _references(a) == _references(b)  # same sources, SEG and study, in the same places
+    assert [e.keyword for e in a.iterall() if e.VR == "UI"] == [e.keyword for e in b.iterall() if e.VR == "UI"]
+    # in memory it reads like the document highdicom reads back: `content` is the tree that was written
+    assert isinstance(fast, hd.sr.Comprehensive3DSR)
+    read = hd.sr.srread(tmp_path / "plain.dcm")
+    for get in ("get_planar_roi_measurement_groups", "get_volumetric_roi_measurement_groups"):
+        assert [len(g) for g in getattr(fast.content, get)()] == [len(g) for g in getattr(read.content, get)()]
+    assert fast.content[0].ContentSequence is fast.ContentSequence
+
+
+def test_a_reference_missing_from_the_evidence_is_refused_as_highdicom_does(study: Study) -> None:
+    content = study.content()
+    report, evidence = dicom_sr.build_report_tree(content)
+    attributes = dicom_sr.document_attributes(content)
+    with pytest.raises(ValueError, match=evidence[0].SOPInstanceUID):
+        dicom_sr._assembled_sr_class()(report, evidence[1:], **attributes)
+    with pytest.raises(ValueError, match=evidence[0].SOPInstanceUID):
+        hd.sr.Comprehensive3DSR(evidence=evidence[1:], content=report[0], **attributes)
+
+
+def test_an_outline_anywhere_on_a_large_slice_is_the_same_polygon_moved() -> None:
+    small = _masks()[2] == 3
+    big = np.zeros((320, 320), bool)
+    big[201 : 201 + small.shape[0], 77 : 77 + small.shape[1]] = small
+    moved = outline.largest_outline(big)
+    assert np.array_equal(moved, outline.largest_outline(small) + np.array([77.0, 201.0]))
