@@ -13,7 +13,7 @@ from edge_runtime.backend_choice import BackendChoice, open_auto
 from edge_runtime.backends import Backend, check_threads, open_backend
 from edge_runtime.labels import NUM_CLASSES
 from edge_runtime.manifest import Manifest, ManifestError, load_verified_manifest
-from edge_runtime.preprocessing import SliceGeometry, prepare_slice, restore_labels
+from edge_runtime.preprocessing import SliceGeometry, _axis_weights, prepare_slice, restore_labels
 
 
 @dataclass
@@ -103,8 +103,43 @@ class Segmenter:
         self.timings.slices += len(chunk)
         start = time.perf_counter()
         results = [
-            SliceResult(restore_labels(scores[i], geometry), None, elapsed / len(chunk))
+            SliceResult(labels_at_slice_size(scores[i], geometry), None, elapsed / len(chunk))
             for i, (_, _, geometry) in enumerate(chunk)
         ]
         self.timings.postprocess_s += time.perf_counter() - start
         return results
+
+
+def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """`restore_labels(scores, geometry)`, value for value, in a third of the time.
+
+    The same float32 bilinear arithmetic, but one class plane at a time (contiguous 2-D arrays),
+    each output row interpolated from the source rows once, only the rows and columns of the
+    crop computed, and the argmax kept as a running maximum (ties keep the lower class id, as
+    argmax does). Scores that are not all finite take `restore_labels` itself (argmax's NaN rule).
+    """
+    data = np.asarray(scores, dtype=np.float32)
+    if data.ndim != 3 or not np.isfinite(data).all():
+        return restore_labels(data, geometry)
+    src_h, src_w = data.shape[:2]
+    side = geometry.side or None
+    out_h, out_w = (side, side) if side else (geometry.height, geometry.width)
+    rows = slice(geometry.pad_top, geometry.pad_top + geometry.height)
+    cols = slice(geometry.pad_left, geometry.pad_left + geometry.width)
+    if (src_h, src_w) == (out_h, out_w):
+        return restore_labels(data, geometry)
+    y0, y1, fy = (a[rows] for a in _axis_weights(src_h, out_h))
+    x0, x1, fx = (a[cols] for a in _axis_weights(src_w, out_w))
+    fy, gy, gx = fy[:, None], 1 - fy[:, None], 1 - fx
+    planes = np.ascontiguousarray(np.moveaxis(data, -1, 0))
+    best = labels = None
+    for cls, plane in enumerate(planes):
+        across = plane[:, x0] * gx + plane[:, x1] * fx
+        value = across[y0] * gy + across[y1] * fy
+        if best is None:
+            best, labels = value, np.zeros(value.shape, dtype=np.uint8)
+            continue
+        higher = value > best
+        labels[higher] = cls
+        np.maximum(best, value, out=best)
+    return labels
