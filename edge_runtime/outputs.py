@@ -251,12 +251,15 @@ class RunOutputs:
         final: Path,
         failed: Callable[[Exception], None],
         done: Callable[[], None] | None = None,
+        keep: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
         """`save_png` on a worker thread: Pillow's encoder releases the GIL, so it overlaps the SEG and SR.
 
         `image` is a Pillow image, or a function returning one (rendered on the worker too) or None
-        (nothing to write). `final` keeps its place among the written files. `wait()` then calls
-        `done` when the file was written, or drops it and calls `failed` with the exception.
+        (nothing to write). `final` keeps its place among the written files. The future's result is
+        `keep(image)` once written (True without `keep`; None when there was nothing to write), so
+        the image itself is freed as soon as it is on disk. `wait()` calls `done` when the file was
+        written, or drops it and calls `failed` with the exception.
         """
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=_ENCODERS, thread_name_prefix="edge-seg-png")
@@ -264,9 +267,10 @@ class RunOutputs:
 
         def job() -> Any:
             picture = image() if callable(image) else image
-            if picture is not None:
-                self.stage_png(picture, final)
-            return picture
+            if picture is None:
+                return None
+            self.stage_png(picture, final)
+            return keep(picture) if keep is not None else True
 
         future = self._pool.submit(job)
         self.written.append(relative)

@@ -15,6 +15,7 @@ from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity
 
 _DISPLAY_SPEC = PreprocessSpec()  # 0.5-99.5 percentile window, as the model sees the slice
 _LEGEND_ROW = 16
+TILE_SIZE = 192  # contact-sheet cell: tiles are shrunk to fit it (never enlarged)
 NOTICE_COLOUR = (255, 221, 0)  # yellow, unlike any class colour: the research-use line on every picture
 
 
@@ -128,7 +129,7 @@ def add_legend(
 def contact_sheet(
     tiles: Sequence[Image.Image],
     captions: Sequence[str] | None = None,
-    tile_size: int = 192,
+    tile_size: int = TILE_SIZE,
     columns: int | None = None,
     title: str | None = None,
     notice: str | None = None,

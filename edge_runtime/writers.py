@@ -20,7 +20,7 @@ from PIL import Image
 from edge_runtime.inputs import InputIssue, Series
 from edge_runtime.manifest import Manifest
 from edge_runtime.outputs import OutputFormat, RunOutputs
-from edge_runtime.render import add_legend, contact_sheet, label_image, overlay_image
+from edge_runtime.render import TILE_SIZE, add_legend, contact_sheet, label_image, overlay_image
 from edge_runtime.report import SeriesOutcome
 from edge_runtime.report_outputs import FindingsCollector, SrWriter
 from edge_runtime.research_use import intended_use
@@ -81,6 +81,14 @@ def _overlay(
     return add_legend(overlay_image(image, mask, legend=False), areas, unit, title, notice=notice)
 
 
+def _tile(legend: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The contact-sheet thumbnail of an overlay: the picture without its legend strip, shrunk as
+    contact_sheet shrinks its tiles (so the sheet is the same), kept instead of the whole overlay."""
+    tile = legend.crop((0, 0, *size))
+    tile.thumbnail((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
+    return tile
+
+
 class OverlayWriter:
     """overlays/<stem>.png with a legend of the areas, and <series>_contact_sheet.png of all of them."""
 
@@ -92,7 +100,7 @@ class OverlayWriter:
     def write(self, result: SeriesResult, outputs: RunOutputs) -> None:
         series, outcome = result.series, result.outcome
         measured = {m.index: m for m in (outcome.measurement.slices if outcome.measurement else [])}
-        tiles: list[tuple[Future[Any], tuple[int, int], str]] = []
+        tiles: list[tuple[Future[Any], str]] = []
         notice = intended_use(result.manifest).image_line  # "RESEARCH USE ONLY ..." unless cleared for clinical use
         for i in sorted(result.masks):
             stem = series.slices[i].stem
@@ -102,9 +110,12 @@ class OverlayWriter:
                 grade = f" {m.ts_grade}" if m.ts_grade else ""
                 render = partial(_overlay, result.images[i], result.masks[i], m.areas, m.unit, f"{series.name}/{stem}", notice)
                 written = outputs.save_png_later(
-                    render, result.folder / "overlays" / f"{stem}.png", partial(_slice_failed, result, i, "the overlay")
+                    render,
+                    result.folder / "overlays" / f"{stem}.png",
+                    partial(_slice_failed, result, i, "the overlay"),
+                    keep=partial(_tile, size=(width, height)),
                 )
-                tiles.append((written, (width, height), f"{stem} TS {m.ts_area:.0f}{grade}"))
+                tiles.append((written, f"{stem} TS {m.ts_area:.0f}{grade}"))
             except Exception as exc:  # a rendering or disk problem: this slice only
                 _slice_failed(result, i, "the overlay", exc)
         outcome.outputs["overlays"] = str(result.folder / "overlays")
@@ -113,11 +124,7 @@ class OverlayWriter:
         path = result.folder / f"{series.name}_contact_sheet.png"
 
         def sheet() -> Image.Image | None:  # on a worker, once the overlays before it are drawn and written
-            kept = [
-                (written.result().crop((0, 0, *size)), caption)  # the overlay without its legend strip
-                for written, size, caption in tiles
-                if written.exception() is None
-            ]
+            kept = [(written.result(), caption) for written, caption in tiles if written.exception() is None]
             if not kept:
                 return None
             title = f"{series.name}: {len(kept)} slices, {series.description}"[:80]
