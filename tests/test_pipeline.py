@@ -54,7 +54,7 @@ def test_geometric_augmentation_keeps_image_and_mask_aligned(seed: int) -> None:
 
 
 def test_flip_moves_image_and_mask_together() -> None:
-    config = AugmentConfig(rotation_deg=0, scale=0, shift=0, flip=True, intensity_scale=0, gamma=0, noise_std=0)
+    config = AugmentConfig(rotation_deg=0, zoom=(1.0, 1.0), shift=0, flip=True, intensity_scale=0, gamma=0, noise_std=0)
     _, original = _phantom()
     flipped = 0
     for seed in range(12):
@@ -82,7 +82,7 @@ def test_intensity_augmentation_changes_image_only_and_preserves_class_order(see
 
 
 def test_noise_is_added_to_the_image() -> None:
-    image, mask = _augment(3, AugmentConfig(rotation_deg=0, scale=0, shift=0, flip=False, intensity_scale=0, gamma=0))
+    image, mask = _augment(3, AugmentConfig(rotation_deg=0, zoom=(1.0, 1.0), shift=0, flip=False, intensity_scale=0, gamma=0))
     np.testing.assert_array_equal(mask, _phantom()[1])
     residual = image - LEVELS[mask]
     assert 0 < np.abs(residual).max() < 0.2
@@ -190,3 +190,15 @@ def test_prepare_arrays_uses_the_runtime_preprocessing(tmp_path) -> None:
     np.testing.assert_array_equal(arrays.masks[1], prepare_labels(mask, spec))
     assert arrays.fractions.dtype == np.float16
     np.testing.assert_allclose(arrays.fractions.astype(np.float32).sum(-1), 1.0, atol=2e-3)
+
+
+@pytest.mark.parametrize("zoom", [0.9, 1.25])
+def test_zoom_magnifies_by_the_drawn_factor(zoom: float) -> None:
+    """A fixed zoom scales every region's area by zoom**2 (the range's ends are reachable exactly)."""
+    config = AugmentConfig(rotation_deg=0, zoom=(zoom, zoom), shift=0, flip=False, intensity_scale=0, gamma=0,
+                           noise_std=0)
+    image, mask = _augment(0, config)
+    original = _phantom()[1]
+    for class_id in (1, 3):
+        ratio = (mask == class_id).sum() / (original == class_id).sum()
+        assert ratio == pytest.approx(zoom**2, rel=0.12)

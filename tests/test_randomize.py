@@ -10,7 +10,15 @@ import pytest
 
 from train.data.mendeley import index_dataset, with_modalities
 from train.data.phantom import CLASS_OF_TISSUE, N_TISSUES, T, build_scene, render_labels, render_tissue, sample_patient
-from train.data.randomize import Randomization, _deform, _tissue_means, randomized_image, render_randomized_slice
+from train.data.randomize import (
+    Randomization,
+    _deform,
+    _fat_streaks,
+    _soften_disc,
+    _tissue_means,
+    randomized_image,
+    render_randomized_slice,
+)
 from train.data.synth import synthesize
 
 
@@ -100,3 +108,50 @@ def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file() and p.name != "synth.json")
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file() and p.name != "synth.json")
     assert all((one / rel).read_bytes() == (two / rel).read_bytes() for rel in files)
+
+
+def _disc_map(n: int = 160) -> np.ndarray:
+    """A 2x tissue map: muscle, an annulus ellipse with a nucleus inside, marrow in one corner."""
+    rows, cols = np.mgrid[0:n, 0:n]
+    r2 = ((rows - n / 2) / 30.0) ** 2 + ((cols - n / 2) / 45.0) ** 2
+    tissue = np.full((n, n), T.MUSCLE, np.uint8)
+    tissue[r2 < 1.0] = T.ANNULUS
+    tissue[r2 < 0.35] = T.NUCLEUS
+    tissue[:20, :20] = T.MARROW
+    return tissue
+
+
+def test_uniform_disc_gives_every_part_of_the_disc_one_mean() -> None:
+    always, never = Randomization(uniform_disc=1.0), Randomization(uniform_disc=0.0)
+    spread = {"always": [], "never": []}
+    for seed in range(40):
+        for name, cfg in (("always", always), ("never", never)):
+            means = _tissue_means("T2", np.random.default_rng(seed), cfg, 1.0)
+            disc = means[[T.ANNULUS, T.TRANSITION, T.NUCLEUS, T.HERNIA]]
+            spread[name].append(disc.max() / max(disc.min(), 1e-6))
+    assert max(spread["always"]) < 1.4  # one mean, 4 % jitter per part and sub-class
+    assert np.median(spread["never"]) > 2.0  # a T2 nucleus is far brighter than its annulus
+
+
+def test_soft_nucleus_blurs_inside_the_disc_only() -> None:
+    tissue = _disc_map()
+    fine = np.where(tissue == T.NUCLEUS, 1.0, np.where(tissue == T.ANNULUS, 0.3, 0.5)).astype(np.float32)
+    before = fine.copy()
+    _soften_disc(fine, tissue, np.random.default_rng(0))
+    disc = np.isin(tissue, (T.ANNULUS, T.NUCLEUS))
+    np.testing.assert_array_equal(fine[~disc], before[~disc])  # nothing outside the disc moves
+    assert 0.3 <= fine[disc].min() and fine[disc].max() <= 1.0  # a weighted mean of disc values only
+    row = fine[80, 35:125]  # across the disc, through the nucleus edge
+    assert np.abs(np.diff(row)).max() < 0.5 * np.abs(np.diff(before[80, 35:125])).max()
+
+
+def test_fat_streaks_brighten_muscle_only() -> None:
+    tissue = _disc_map()
+    means = np.full((N_TISSUES, 3), 0.2, np.float32)
+    means[T.FAT] = 0.9
+    fine = means[tissue, 0].copy()
+    _fat_streaks(fine, tissue, means, np.random.default_rng(3))
+    changed = fine != means[tissue, 0]
+    assert changed.any() and not changed[tissue != T.MUSCLE].any()
+    assert 0.01 < changed[tissue == T.MUSCLE].mean() < 0.5  # thin streaks, not a fat-replaced muscle
+    assert (fine[changed] > 0.2).all()

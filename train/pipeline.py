@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class AugmentConfig:
     """Ranges of the random augmentation; every geometric change is shared by image and mask.
 
-    rotation_deg: uniform in +-rotation_deg; scale: zoom factor in [1 - scale, 1 + scale];
+    rotation_deg: uniform in +-rotation_deg; zoom: magnification range (real lumbar anatomy runs
+    up to ~15 % larger than the phantoms' at the same pixel spacing, so the range leans above 1);
     shift: translation in +-shift of the side; flip: left-right flip with probability 0.5 (axial
     lumbar anatomy is near-symmetric, classes have no left/right variant); intensity_scale:
     factor in [1 - s, 1 + s]; gamma: exponent log-uniform in [1/(1+g), 1+g]; noise_std: Gaussian
@@ -29,7 +30,7 @@ class AugmentConfig:
     """
 
     rotation_deg: float = 10.0
-    scale: float = 0.1
+    zoom: tuple[float, float] = (0.9, 1.25)
     shift: float = 0.06
     flip: bool = True
     intensity_scale: float = 0.1
@@ -103,7 +104,7 @@ def _transform(seed: tf.Tensor, size: int, config: AugmentConfig) -> tf.Tensor:
     """(1, 8) projective transform: output pixel -> input pixel for rotate/scale/shift about the centre."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     angle = tf.random.stateless_uniform((), seeds[0], -1.0, 1.0) * (config.rotation_deg * math.pi / 180.0)
-    zoom = 1.0 + tf.random.stateless_uniform((), seeds[1], -1.0, 1.0) * config.scale
+    zoom = tf.exp(tf.random.stateless_uniform((), seeds[1], math.log(config.zoom[0]), math.log(config.zoom[1])))
     shift = tf.random.stateless_uniform((2,), seeds[2], -1.0, 1.0) * (config.shift * size)
     centre = (size - 1) / 2.0
     cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
@@ -147,7 +148,7 @@ def augment_pair(
         flip = tf.random.stateless_uniform((), seeds[0]) < 0.5
         image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
         target = tf.cond(flip, lambda: tf.reverse(target, [1]), lambda: target)
-    if config.rotation_deg or config.scale or config.shift:
+    if config.rotation_deg or config.zoom != (1.0, 1.0) or config.shift:
         transform = _transform(seeds[1], size, config)
         image = _warp(image, transform, "BILINEAR")
         target = _warp(target, transform, "BILINEAR" if fractions else "NEAREST")

@@ -26,6 +26,7 @@ from train.data.phantom import (
     SliceImages,
     T,
     _acquire,
+    _gaussian_blur,
     _rng,
     _smooth_field,
     _upsample,
@@ -69,7 +70,11 @@ class Randomization:
     images written as T1 and as T2 (the rest of the mass goes to "random"); jitter: log-normal
     sigma of each tissue mean around its table value; deform_mm: largest elastic displacement;
     blur_px: Gaussian sigma range (pixels) per axis; falloff: probability of an anterior signal
-    fall-off; snr: range of the signal-to-noise ratio; gamma: log-range of the intensity exponent.
+    fall-off; snr: range of the signal-to-noise ratio; gamma: log-range of the intensity exponent;
+    uniform_disc: probability that all parts of a disc share one mean (degenerated discs, and
+    every real T1 disc, show no nucleus); soft_nucleus: probability that the signal inside a disc
+    is smoothed so no sharp inner ellipse remains; fat_streaks: probability of bright, thin fat
+    streaks inside the muscles (real paraspinal muscles are marbled with fat).
     """
 
     prior_weight: float = 0.7
@@ -81,6 +86,9 @@ class Randomization:
     falloff: float = 0.75
     snr: tuple[float, float] = (6.0, 45.0)
     gamma: float = 0.45
+    uniform_disc: float = 0.5
+    soft_nucleus: float = 0.8
+    fat_streaks: float = 0.7
 
 
 def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_mm: float) -> tuple[np.ndarray, ...]:
@@ -117,6 +125,8 @@ def _tissue_means(prior: str, rng: np.random.Generator, cfg: Randomization, nucl
             table[T.NUCLEUS] *= nucleus_t2
         base = table * np.exp(group_draw + tissue_draw) + rng.uniform(0.0, 0.05, N_TISSUES)
     means = base[:, None] * np.exp(rng.normal(0.0, cfg.subclass_jitter, (N_TISSUES, N_SUBCLASSES)))
+    if rng.random() < cfg.uniform_disc:
+        means[list(_SMOOTH)] = means[T.ANNULUS].mean() * np.exp(rng.normal(0.0, 0.04, (len(_SMOOTH), N_SUBCLASSES)))
     means[list(_SIGNAL_VOID)] = rng.uniform(0.0, 0.12, (len(_SIGNAL_VOID), N_SUBCLASSES))
     means[T.AIR] = rng.uniform(0.0, 0.04)  # outside the body there is only noise
     return np.clip(means, 0.0, 1.2).astype(np.float32)
@@ -149,6 +159,35 @@ def _bias(rng: np.random.Generator, cfg: Randomization) -> np.ndarray:
     return field.astype(np.float32)
 
 
+def _soften_disc(fine: np.ndarray, tissue: np.ndarray, rng: np.random.Generator) -> None:
+    """Smooth the signal inside the disc only (normalised convolution), in place: no sharp nucleus edge.
+
+    Real nuclei fade into the annulus over several millimetres; the phantom paints them as crisp
+    ellipses, which a network learns as the disc's signature.
+    """
+    disc = np.isin(tissue, _SMOOTH)
+    rows, cols = np.nonzero(disc)
+    if rows.size == 0:
+        return
+    sigma = float(rng.uniform(4.0, 14.0))  # 2x pixels: ~1.4-4.8 mm
+    pad = int(3 * sigma)
+    r0, c0 = max(rows.min() - pad, 0), max(cols.min() - pad, 0)
+    side = min(max(rows.max() - r0, cols.max() - c0) + pad + 1, tissue.shape[0] - max(r0, c0))
+    crop = (slice(r0, r0 + side), slice(c0, c0 + side))
+    weight = disc[crop].astype(np.float32)
+    smooth = _gaussian_blur(fine[crop] * weight, sigma) / np.maximum(_gaussian_blur(weight, sigma), 1e-3)
+    mix = np.float32(rng.uniform(0.6, 1.0))
+    inside = disc[crop]
+    fine[crop][inside] = mix * smooth[inside] + (1 - mix) * fine[crop][inside]
+
+
+def _fat_streaks(fine: np.ndarray, tissue: np.ndarray, means: np.ndarray, rng: np.random.Generator) -> None:
+    """Paint thin curved fat streaks into muscle, in place (zero crossings of a smooth random field)."""
+    field = _smooth_field(rng, int(rng.integers(16, 48)), tissue.shape[0])
+    streak = (np.abs(field) < np.float32(rng.uniform(0.05, 0.2))) & np.isin(tissue, (T.MUSCLE, T.WALL_MUSCLE))
+    fine[streak] = means[T.FAT, 0] * np.float32(rng.uniform(0.5, 1.0))
+
+
 def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, cfg: Randomization,
                      nucleus_t2: float = 1.0) -> np.ndarray:
     """One 12-bit image (SIZE, SIZE) of a 2x tissue map with a freshly drawn random appearance."""
@@ -165,6 +204,10 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     speckle = _smooth_field(rng, int(rng.integers(200, 400)), tissue.shape[0])
     marrow = np.isin(tissue, _TRABECULAR)
     fine[marrow] *= 1.0 + np.float32(rng.uniform(0.12, 0.4)) * speckle[marrow]
+    if rng.random() < cfg.soft_nucleus:
+        _soften_disc(fine, tissue, rng)
+    if rng.random() < cfg.fat_streaks:
+        _fat_streaks(fine, tissue, means, rng)
     n = SIZE
     signal = fine.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3))  # partial volume
     signal = _blur(signal, *rng.uniform(*cfg.blur_px, 2)) * _bias(rng, cfg)
