@@ -14,8 +14,10 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from edge_runtime.manifest import gzip_size
 from edge_runtime.messages import print_error, print_message
 from edge_runtime.precision import Precision
 from edge_runtime.progress import progress_bar
+from edge_runtime.user_cache import CACHE_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS_FOR_FORMAT = {fmt.lstrip("."): names for fmt, names in FORMAT_BACKENDS.items()}
@@ -190,12 +193,12 @@ def _child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(task: dict, threads: int, timeout_s: float) -> dict:
-    """Run one task in `python -m benchmarks.worker` and return its parsed result."""
+def run_worker(task: dict, threads: int, timeout_s: float, env: dict[str, str] | None = None) -> dict:
+    """Run one task in `python -m benchmarks.worker` (with `env` added) and return its parsed result."""
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.worker", json.dumps(task)],
-            env=_child_env(threads),
+            env=_child_env(threads) | (env or {}),
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -373,7 +376,14 @@ def measure_latency(
     done = 0
     results: dict[int, list[dict]] = {i: [] for i in range(len(plan))}
     bar = progress_bar("latency", total=total) if show_progress else contextlib.nullcontext(lambda completed: None)
-    with bar as advance:
+    # The auto rows decide afresh, in this benchmark's conditions (the first run of each measures,
+    # the others reuse that choice), not from a choice cached on this machine under other load.
+    auto_cache = Path(tempfile.mkdtemp(prefix="edge-seg-bench-auto-"))
+    auto_env = {CACHE_ENV: str(auto_cache)}
+    if any(row.backend == AUTO for row, _ in plan):
+        report.profile["auto_note"] = "auto rows measured their choice afresh (a private backend-choice cache)"
+    with bar as advance, contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, auto_cache, True)
         for threads in profile.threads:
             try:
                 report.ceiling[threads] = measure_ceiling(profile, threads)
@@ -385,7 +395,8 @@ def measure_latency(
             for index, (row, task) in enumerate(plan):
                 if row.error is None:
                     try:
-                        results[index].append(run_worker(task, row.threads, profile.timeout_s))
+                        env = auto_env if row.backend == AUTO else None
+                        results[index].append(run_worker(task, row.threads, profile.timeout_s, env))
                     except WorkerError as exc:
                         row.error = str(exc)
                 done += 1

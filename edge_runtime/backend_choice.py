@@ -2,7 +2,8 @@
 
 Every installed backend that can load the model runs a bundled, real-looking probe slice
 (models/probe_slice.json); one whose mask disagrees with the default backend's on more than
-0.1 % of the pixels is ruled out, the others are timed round-robin (warm, batch 1). A backend
+0.1 % of the pixels is ruled out, the others are timed warm at batch 1, in blocks of calls
+interleaved in ABBA order, and a backend's time is the median of its block medians. A backend
 later in the preference order wins only when it beats every earlier one by more than MARGIN, so
 when times are within noise the lighter default (ai-edge-litert for .tflite, onnxruntime for
 .onnx) keeps the job. The choice is keyed by (model sha256, CPU signature, threads, candidate
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -33,13 +35,13 @@ if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest
 
 CACHE_FILE = "backend-choice.json"
-CACHE_SCHEMA = "edge-seg-backend-choice/1"
+CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: median of block medians (1: one lower quartile)
 MAX_ENTRIES = 64
-MARGIN = 0.05  # a later backend must be more than 5 % faster than every earlier one
+MARGIN = 0.03  # a later backend must be more than 3 % faster than every earlier one (the default stays within 5 %)
 MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
 WARMUP = 3
-ROUNDS = 30  # timed calls per backend, interleaved so a change in machine load hits all alike
-QUANTILE = 25  # compare lower quartiles: on a busy box the slow tail is other processes, not the backend
+ROUNDS = 12  # timed calls per backend in one block, interleaved so a change in machine load hits all alike
+BLOCKS = 7  # blocks of ROUNDS; a backend's time is the median of its block medians
 PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
 
 
@@ -52,7 +54,8 @@ class BackendChoice:
     requested: str  # "auto" or the explicit backend name
     source: str  # "explicit", "only candidate", "measured" or "cached"
     reason: str
-    timings_ms: dict[str, float] = field(default_factory=dict)  # warm ms per slice, batch 1 (lower quartile)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # warm ms per slice, batch 1 (median of block medians)
+    block_medians_ms: dict[str, list[float]] = field(default_factory=dict)  # each block's median, to see the spread
     agreement: dict[str, float] = field(default_factory=dict)  # probe pixels equal to the default backend's
     errors: dict[str, str] = field(default_factory=dict)  # candidates ruled out, with why
     measured_at: str | None = None
@@ -74,6 +77,7 @@ class Measurement:
     timings_ms: dict[str, float]
     agreement: dict[str, float]
     errors: dict[str, str]
+    block_medians_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- cache file
@@ -154,12 +158,15 @@ def probe_batch(size: int, channels: int = 1) -> np.ndarray:
     return np.repeat(image[None, :, :, None], channels, axis=3).astype(np.float32)
 
 
-def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS) -> Measurement:
+def measure(
+    backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS, blocks: int = BLOCKS
+) -> Measurement:
     """Check each backend's mask against the first one's on `batch`, then time the ones that agree.
 
-    `backends` is in preference order; the first is the reference. Times are the lower quartile
-    of `rounds` warm calls in milliseconds, timed round-robin so a change in machine load hits
-    every backend alike.
+    `backends` is in preference order; the first is the reference. Each of `blocks` blocks times
+    `rounds` warm calls per backend, interleaved call by call in ABBA order, so a change in machine
+    load hits every backend alike; a backend's time is the median of its block medians in
+    milliseconds, which one busy block (another process waking up) cannot move.
     """
     errors: dict[str, str] = {}
     masks: dict[str, np.ndarray] = {}
@@ -181,23 +188,28 @@ def measure(backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMU
                     f"{name} disagrees with {reference_name} on {100 * (1 - agreement[name]):.2f} % of the probe "
                     f"slice's pixels (at most {100 * (1 - MIN_AGREEMENT):.1f} % allowed)"
                 )
-    timed = {name: backends[name] for name in masks if name not in errors}
-    times: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(rounds):
-        for name, backend in timed.items():
-            if name in errors:
-                continue
-            start = time.perf_counter()
-            try:
-                backend.predict(batch)
-            except Exception as exc:  # ran during warm-up, fails now: rule it out rather than stop
-                errors[name] = f"{name} failed while being timed ({type(exc).__name__}: {exc})"
-                continue
-            times[name].append(time.perf_counter() - start)
-    timings = {
-        name: round(1000.0 * float(np.percentile(values, QUANTILE)), 3) for name, values in times.items() if name not in errors
-    }
-    return Measurement(timings, agreement, errors)
+    timed = [name for name in masks if name not in errors]
+    block_medians: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(blocks):
+        times: dict[str, list[float]] = {name: [] for name in timed}
+        for round_index in range(rounds):
+            # ABBA order: no backend always runs right after another (caches, turbo, the other's threads)
+            for name in timed if round_index % 2 == 0 else timed[::-1]:
+                if name in errors:
+                    continue
+                start = time.perf_counter()
+                try:
+                    backends[name].predict(batch)
+                except Exception as exc:  # ran during warm-up, fails now: rule it out rather than stop
+                    errors[name] = f"{name} failed while being timed ({type(exc).__name__}: {exc})"
+                    continue
+                times[name].append(time.perf_counter() - start)
+        for name, values in times.items():
+            if name not in errors and values:
+                block_medians[name].append(1000.0 * statistics.median(values))
+    kept = {name: values for name, values in block_medians.items() if name not in errors and values}
+    timings = {name: round(statistics.median(values), 3) for name, values in kept.items()}
+    return Measurement(timings, agreement, errors, {name: [round(v, 3) for v in values] for name, values in kept.items()})
 
 
 def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN) -> str:
@@ -212,8 +224,8 @@ def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN)
 def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
     fastest = min(timings_ms, key=lambda name: timings_ms[name])
     others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
-    text = (f"measured {ROUNDS} warm runs at {threads} thread(s), lower quartile: {chosen} "
-            f"{timings_ms[chosen]:.2f} ms/slice")
+    text = (f"measured {BLOCKS} blocks of {ROUNDS} interleaved warm runs at {threads} thread(s), median of the "
+            f"block medians: {chosen} {timings_ms[chosen]:.2f} ms/slice")
     text += f" vs {others}" if others else ""
     if chosen == fastest:
         return text + " (fastest)"
@@ -283,7 +295,7 @@ def measure_and_open(
     if errors:
         reason += "; ruled out: " + ", ".join(sorted(errors))
     choice = BackendChoice(
-        chosen, threads, "auto", "measured", reason, found.timings_ms, found.agreement, errors,
+        chosen, threads, "auto", "measured", reason, found.timings_ms, found.block_medians_ms, found.agreement, errors,
         datetime.now(UTC).isoformat(timespec="seconds"), str(cache_path()),
     )
     problem = _store(choice_key(manifest.sha256, threads, candidates), choice)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,42 @@ def test_a_backend_that_fails_while_timed_is_ruled_out_and_the_others_still_coun
     )
     assert set(found.timings_ms) == {"litert"}
     assert found.errors["openvino"] == "openvino failed while being timed (RuntimeError: device lost)"
+
+
+class _Timed:
+    """A fake backend that takes `ms` per call (busy-waiting), `burst_ms` during calls `burst` (a
+    range of call numbers: another process waking up), and returns the same scores as its peers."""
+
+    def __init__(self, name: str, ms: float, burst: range = range(0), burst_ms: float = 0.0) -> None:
+        self.name, self.threads, self.input_dtype, self.batch_free = name, 1, "float32", True
+        self._ms, self._burst, self._burst_ms, self.calls = ms, burst, burst_ms, 0
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        wait = self._burst_ms if self.calls in self._burst else self._ms
+        self.calls += 1
+        end = time.perf_counter() + wait / 1000.0
+        while time.perf_counter() < end:
+            pass
+        return np.zeros((*batch.shape[:3], 5), dtype=np.float32)
+
+
+def test_one_busy_block_does_not_flip_the_measured_choice() -> None:
+    # the faster backend is hit by a burst 8x its time for a whole block (calls 3..8 after 3 warm-ups)
+    backends = {"litert": _Timed("litert", 2.0), "openvino": _Timed("openvino", 1.0, range(3, 9), 8.0)}
+    found = measure(backends, probe_batch(160), warmup=3, rounds=6, blocks=5)
+    assert len(found.block_medians_ms["openvino"]) == 5 and max(found.block_medians_ms["openvino"]) > 5.0
+    assert found.timings_ms["openvino"] < 1.5 < found.timings_ms["litert"]
+    assert pick(found.timings_ms, ["litert", "openvino"]) == "openvino"
+
+
+def test_timed_calls_alternate_their_order_round_by_round() -> None:
+    order: list[str] = []
+
+    class _Logged(_Timed):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            order.append(self.name)
+            return super().predict(batch)
+
+    backends = {"litert": _Logged("litert", 0.0), "openvino": _Logged("openvino", 0.0)}
+    measure(backends, probe_batch(16), warmup=1, rounds=4, blocks=1)
+    assert order[2:] == ["litert", "openvino", "openvino", "litert", "litert", "openvino", "openvino", "litert"]
