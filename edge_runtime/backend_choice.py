@@ -2,8 +2,9 @@
 
 Every installed backend that can load the model runs a bundled, real-looking probe slice
 (models/probe_slice.json); one whose mask disagrees with the default backend's on more than
-0.1 % of the pixels is ruled out, the others are timed warm at batch 1, in blocks of calls
-interleaved in ABBA order, and a backend's time is the median of its block medians. A backend
+0.1 % of the pixels is ruled out, the others are timed warm at batch 1, each in a process of its
+own (as a run has it), in blocks taken in turn in ABBA order; a backend's time is the median of
+its block medians. A backend
 later in the preference order wins only when it beats every earlier one by more than MARGIN, so
 when times are within noise the lighter default (ai-edge-litert for .tflite, onnxruntime for
 .onnx) keeps the job. The choice is keyed by (model sha256, CPU signature, threads, candidate
@@ -35,13 +36,14 @@ if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest
 
 CACHE_FILE = "backend-choice.json"
-CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: median of block medians (1: one lower quartile)
+CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: isolated processes, median of block medians (1: one lower quartile)
 MAX_ENTRIES = 64
 MARGIN = 0.03  # a later backend must be more than 3 % faster than every earlier one (the default stays within 5 %)
 MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
 WARMUP = 3
-ROUNDS = 12  # timed calls per backend in one block, interleaved so a change in machine load hits all alike
-BLOCKS = 7  # blocks of ROUNDS; a backend's time is the median of its block medians
+ROUNDS = 12  # timed calls per backend in one block (after DISCARD more), blocks alternating between backends
+BLOCKS = 8  # blocks per backend; a backend's time is the median of its block medians
+DISCARD = 2  # first calls of a block, dropped: a runtime whose threads were idle wakes them up
 PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
 
 
@@ -158,23 +160,156 @@ def probe_batch(size: int, channels: int = 1) -> np.ndarray:
     return np.repeat(image[None, :, :, None], channels, axis=3).astype(np.float32)
 
 
+class _InProcess:
+    """Times a backend opened in this process."""
+
+    def __init__(self, backend: Backend, batch: np.ndarray) -> None:
+        self._backend, self._batch = backend, batch
+
+    def mask(self, warmup: int) -> np.ndarray:
+        for _ in range(warmup):
+            scores = self._backend.predict(self._batch)
+        return np.asarray(scores).argmax(axis=-1)
+
+    def time(self, calls: int) -> list[float]:
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            self._backend.predict(self._batch)
+            times.append(time.perf_counter() - start)
+        return times
+
+    def close(self) -> None:
+        pass
+
+
+_WORKER_FLAG = "--backend-choice-worker"
+_WORKER_TIMEOUT_S = 120.0
+
+
+class _Isolated:
+    """Times a backend in a process of its own, as `edge-seg run` has it: only that runtime loaded,
+    its threads alone (two runtimes in one process slowed each other by 10-60 % here, unevenly)."""
+
+    def __init__(self, model_path: Path, name: str, threads: int, size: int, channels: int) -> None:
+        import subprocess
+        import sys
+
+        self.name = name
+        task = {"model": str(model_path), "backend": name, "threads": threads, "size": size, "channels": channels}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime.backend_choice", _WORKER_FLAG, json.dumps(task)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        import select
+
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except OSError as exc:
+            raise RuntimeError(f"the measuring process ended (exit status {self._proc.poll()})") from exc
+        ready, _, _ = select.select([self._proc.stdout], [], [], _WORKER_TIMEOUT_S)
+        line = self._proc.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            raise RuntimeError("the measuring process ended or hung" + (f" (exit status {self._proc.returncode})"
+                                                                       if self._proc.returncode is not None else ""))
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def mask(self, warmup: int) -> np.ndarray:
+        answer = self._ask({"warmup": warmup})
+        raw = zlib.decompress(base64.b64decode(answer["mask"]))
+        return np.frombuffer(raw, dtype=np.uint8).reshape(answer["shape"])
+
+    def time(self, calls: int) -> list[float]:
+        return [float(t) for t in self._ask({"time": calls})["times_s"]]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                self._proc.wait(timeout=5)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _worker(task_json: str) -> int:
+    """The measuring process: open one backend, then answer {"warmup": n} with the probe mask and
+    {"time": n} with n call times, one JSON line each, until stdin closes."""
+    import sys
+
+    task = json.loads(task_json)
+
+    def reply(answer: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+    model = Path(task["model"])
+    try:
+        backend = open_named(model, task["backend"], int(task["threads"]), _manifest(model, None))
+    except Exception as exc:  # reported on the first request, as an in-process open would be
+        backend, failure = None, f"{type(exc).__name__}: {exc}"
+    batch = probe_batch(int(task["size"]), int(task["channels"]))
+    timer = _InProcess(backend, batch) if backend is not None else None
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if timer is None:
+                raise BackendError(failure)
+            if "warmup" in request:
+                mask = timer.mask(int(request["warmup"])).astype(np.uint8)
+                encoded = base64.b64encode(zlib.compress(mask.tobytes(), 1)).decode("ascii")
+                reply({"mask": encoded, "shape": list(mask.shape)})
+            else:
+                reply({"times_s": timer.time(int(request["time"]))})
+        except Exception as exc:  # interpreters raise RuntimeError/ValueError/their own types
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+    return 0
+
+
 def measure(
     backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS, blocks: int = BLOCKS
 ) -> Measurement:
-    """Check each backend's mask against the first one's on `batch`, then time the ones that agree.
+    """Check each backend's mask against the first one's on `batch`, then time the ones that agree
+    (backends opened in this process; `measure_isolated` gives each a process of its own).
 
-    `backends` is in preference order; the first is the reference. Each of `blocks` blocks times
-    `rounds` warm calls per backend, interleaved call by call in ABBA order, so a change in machine
-    load hits every backend alike; a backend's time is the median of its block medians in
-    milliseconds, which one busy block (another process waking up) cannot move.
+    `backends` is in preference order; the first is the reference. Each backend runs `blocks`
+    blocks of DISCARD + `rounds` warm calls (the first DISCARD of a block dropped), blocks taken
+    in turn in ABBA order, so a change in machine load hits every backend alike; a backend's time
+    is the median of its block medians in milliseconds, which one busy block (another process
+    waking up) cannot move.
     """
+    return _measure({name: _InProcess(backend, batch) for name, backend in backends.items()}, warmup, rounds, blocks)
+
+
+def measure_isolated(
+    model_path: Path, names: list[str], threads: int, manifest: Manifest,
+    warmup: int = WARMUP, rounds: int = ROUNDS, blocks: int = BLOCKS,
+) -> Measurement:
+    """`measure`, each backend in a process of its own (started together, stopped afterwards)."""
+    size, channels = _input_shape(manifest)
+    timers = {name: _Isolated(model_path, name, threads, size, channels) for name in names}
+    try:
+        return _measure(timers, warmup, rounds, blocks)
+    finally:
+        for timer in timers.values():
+            timer.close()
+
+
+def _measure(timers: dict[str, Any], warmup: int, rounds: int, blocks: int) -> Measurement:
     errors: dict[str, str] = {}
     masks: dict[str, np.ndarray] = {}
-    for name, backend in backends.items():
+    for name, timer in timers.items():
         try:
-            for _ in range(warmup):
-                scores = backend.predict(batch)
-            masks[name] = np.asarray(scores).argmax(axis=-1)
+            masks[name] = timer.mask(warmup)
         except Exception as exc:  # interpreters raise RuntimeError/ValueError/their own types
             errors[name] = f"{name} cannot run this model ({type(exc).__name__}: {exc})"
     agreement: dict[str, float] = {}
@@ -182,7 +317,7 @@ def measure(
         reference_name = next(iter(masks))
         reference = masks[reference_name]
         for name, mask in masks.items():
-            agreement[name] = round(float((mask == reference).mean()), 6)
+            agreement[name] = round(float((mask == reference).mean()), 6) if mask.shape == reference.shape else 0.0
             if agreement[name] < MIN_AGREEMENT:
                 errors[name] = (
                     f"{name} disagrees with {reference_name} on {100 * (1 - agreement[name]):.2f} % of the probe "
@@ -190,23 +325,17 @@ def measure(
                 )
     timed = [name for name in masks if name not in errors]
     block_medians: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(blocks):
-        times: dict[str, list[float]] = {name: [] for name in timed}
-        for round_index in range(rounds):
-            # ABBA order: no backend always runs right after another (caches, turbo, the other's threads)
-            for name in timed if round_index % 2 == 0 else timed[::-1]:
-                if name in errors:
-                    continue
-                start = time.perf_counter()
-                try:
-                    backends[name].predict(batch)
-                except Exception as exc:  # ran during warm-up, fails now: rule it out rather than stop
-                    errors[name] = f"{name} failed while being timed ({type(exc).__name__}: {exc})"
-                    continue
-                times[name].append(time.perf_counter() - start)
-        for name, values in times.items():
-            if name not in errors and values:
-                block_medians[name].append(1000.0 * statistics.median(values))
+    for block in range(blocks):
+        # ABBA order: no backend always runs right after another (caches, turbo, the other's threads)
+        for name in timed if block % 2 == 0 else timed[::-1]:
+            if name in errors:
+                continue
+            try:
+                times = timers[name].time(DISCARD + rounds)[DISCARD:]
+            except Exception as exc:  # ran during warm-up, fails now: rule it out rather than stop
+                errors[name] = f"{name} failed while being timed ({type(exc).__name__}: {exc})"
+                continue
+            block_medians[name].append(1000.0 * statistics.median(times))
     kept = {name: values for name, values in block_medians.items() if name not in errors and values}
     timings = {name: round(statistics.median(values), 3) for name, values in kept.items()}
     return Measurement(timings, agreement, errors, {name: [round(v, 3) for v in values] for name, values in kept.items()})
@@ -224,8 +353,8 @@ def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN)
 def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
     fastest = min(timings_ms, key=lambda name: timings_ms[name])
     others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
-    text = (f"measured {BLOCKS} blocks of {ROUNDS} interleaved warm runs at {threads} thread(s), median of the "
-            f"block medians: {chosen} {timings_ms[chosen]:.2f} ms/slice")
+    text = (f"measured {BLOCKS} alternating blocks of {ROUNDS} warm runs per backend, each in its own process, at "
+            f"{threads} thread(s), median of the block medians: {chosen} {timings_ms[chosen]:.2f} ms/slice")
     text += f" vs {others}" if others else ""
     if chosen == fastest:
         return text + " (fastest)"
@@ -276,21 +405,13 @@ def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None) 
 def measure_and_open(
     model_path: Path, threads: int, manifest: Manifest, candidates: list[str]
 ) -> tuple[Backend, BackendChoice]:
-    """Open every candidate, probe them, keep the winner open, cache the choice."""
-    opened: dict[str, Backend] = {}
-    errors: dict[str, str] = {}
-    for name in candidates:
-        try:
-            opened[name] = open_named(model_path, name, threads, manifest)
-        except BackendError as exc:
-            errors[name] = str(exc)
-    if not opened:
-        raise BackendError("; ".join(errors.values()))
-    found = measure(opened, probe_batch(*_input_shape(manifest)))
-    errors |= found.errors
+    """Probe and time every candidate, each in a process of its own; open the winner here, cache the choice."""
+    found = measure_isolated(model_path, candidates, threads, manifest)
+    errors = dict(found.errors)
     if not found.timings_ms:
         raise BackendError("; ".join(errors.values()))
     chosen = pick(found.timings_ms, candidates)
+    backend = open_named(model_path, chosen, threads, manifest)
     reason = _reason(chosen, found.timings_ms, candidates, threads)
     if errors:
         reason += "; ruled out: " + ", ".join(sorted(errors))
@@ -302,4 +423,12 @@ def measure_and_open(
     if problem is not None:
         choice.reason += f"; not cached ({problem})"
         choice.cache_file = None
-    return opened[chosen], choice
+    return backend, choice
+
+
+if __name__ == "__main__":  # the measuring process of `_Isolated`
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == _WORKER_FLAG:
+        sys.exit(_worker(sys.argv[2]))
+    sys.exit(f"usage: python -m edge_runtime.backend_choice {_WORKER_FLAG} TASK_JSON (started by --backend auto)")

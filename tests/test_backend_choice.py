@@ -13,9 +13,11 @@ import pytest
 
 from edge_runtime.backend_choice import (
     CACHE_SCHEMA,
+    DISCARD,
     MARGIN,
     cache_path,
     measure,
+    measure_isolated,
     open_auto,
     pick,
     probe_batch,
@@ -196,7 +198,7 @@ def test_one_busy_block_does_not_flip_the_measured_choice() -> None:
     assert pick(found.timings_ms, ["litert", "openvino"]) == "openvino"
 
 
-def test_timed_calls_alternate_their_order_round_by_round() -> None:
+def test_timed_blocks_alternate_in_abba_order_and_drop_each_blocks_first_calls() -> None:
     order: list[str] = []
 
     class _Logged(_Timed):
@@ -205,5 +207,23 @@ def test_timed_calls_alternate_their_order_round_by_round() -> None:
             return super().predict(batch)
 
     backends = {"litert": _Logged("litert", 0.0), "openvino": _Logged("openvino", 0.0)}
-    measure(backends, probe_batch(16), warmup=1, rounds=4, blocks=1)
-    assert order[2:] == ["litert", "openvino", "openvino", "litert", "litert", "openvino", "openvino", "litert"]
+    found = measure(backends, probe_batch(16), warmup=1, rounds=2, blocks=3)
+    per_block = DISCARD + 2
+    blocks = [order[2 + k * per_block] for k in range(6)]  # after one warm-up call each
+    assert blocks == ["litert", "openvino", "openvino", "litert", "litert", "openvino"]
+    assert len(order) == 2 + 6 * per_block and all(len(v) == 3 for v in found.block_medians_ms.values())
+
+
+def test_auto_times_each_backend_in_a_process_of_its_own(cache: Path) -> None:
+    _needs_openvino()
+    manifest = read_manifest(TFLITE)
+    found = measure_isolated(TFLITE, ["litert", "openvino"], 1, manifest, warmup=1, rounds=3, blocks=2)
+    assert set(found.timings_ms) == {"litert", "openvino"} and found.errors == {}
+    assert found.agreement == {"litert": 1.0, "openvino": 1.0}
+    assert all(len(v) == 2 for v in found.block_medians_ms.values())
+
+
+def test_a_backend_that_cannot_open_in_its_process_is_ruled_out_by_name() -> None:
+    found = measure_isolated(TFLITE, ["litert", "onnxruntime"], 1, read_manifest(TFLITE), warmup=1, rounds=2, blocks=1)
+    assert set(found.timings_ms) == {"litert"}
+    assert found.errors["onnxruntime"].startswith("onnxruntime cannot run this model (RuntimeError: BackendError: ")
