@@ -2,14 +2,14 @@
 
 Every installed backend that can load the model runs a bundled, real-looking probe slice
 (models/probe_slice.json); one whose mask disagrees with the default backend's on more than
-0.1 % of the pixels is ruled out, the others are timed warm at batch 1, each in a process of its
-own (as a run has it), in blocks taken in turn in ABBA order; a backend's time is the median of
-its block medians. A backend
-later in the preference order wins only when it beats every earlier one by more than MARGIN, so
-when times are within noise the lighter default (ai-edge-litert for .tflite, onnxruntime for
-.onnx) keeps the job. The choice is keyed by (model sha256, CPU signature, threads, candidate
-backends and their versions) and kept in a small JSON file in the user cache folder
-(edge_runtime.user_cache), so only the first run on a machine pays for the measurement.
+0.1 % of the pixels is ruled out. The others are timed warm at batch 1, each in a process of its
+own (as a run has it), in blocks taken in turn in ABBA order; a backend's time is the lower
+quartile of its block medians. A backend later in the preference order wins only when it beats
+every earlier one by more than MARGIN, so when times are within noise the lighter default
+(ai-edge-litert for .tflite, onnxruntime for .onnx) keeps the job. The choice is keyed by (model
+sha256, CPU signature, threads, candidate backends and their versions) and kept in a small JSON
+file in the user cache folder (edge_runtime.user_cache), so only the first run on a machine pays
+for the measurement.
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest
 
 CACHE_FILE = "backend-choice.json"
-CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: isolated processes, median of block medians (1: one lower quartile)
+CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: isolated processes, blocks (1: one process, single calls)
 MAX_ENTRIES = 64
 MARGIN = 0.03  # a later backend must be more than 3 % faster than every earlier one (the default stays within 5 %)
 MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
 WARMUP = 3
 ROUNDS = 12  # timed calls per backend in one block (after DISCARD more), blocks alternating between backends
-BLOCKS = 8  # blocks per backend; a backend's time is the median of its block medians
+BLOCKS = 10  # blocks per backend; a backend's time is the lower quartile of its block medians
+QUANTILE = 25  # other processes only ever add time, and two-thread runtimes suffer unevenly from them: compare
+# the blocks in which each backend had its cores (the lower quartile), not how busy the box happened to be
 DISCARD = 2  # first calls of a block, dropped: a runtime whose threads were idle wakes them up
 PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
 
@@ -56,7 +58,7 @@ class BackendChoice:
     requested: str  # "auto" or the explicit backend name
     source: str  # "explicit", "only candidate", "measured" or "cached"
     reason: str
-    timings_ms: dict[str, float] = field(default_factory=dict)  # warm ms per slice, batch 1 (median of block medians)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # warm ms per slice, batch 1 (lower quartile of block medians)
     block_medians_ms: dict[str, list[float]] = field(default_factory=dict)  # each block's median, to see the spread
     agreement: dict[str, float] = field(default_factory=dict)  # probe pixels equal to the default backend's
     errors: dict[str, str] = field(default_factory=dict)  # candidates ruled out, with why
@@ -284,7 +286,7 @@ def measure(
     `backends` is in preference order; the first is the reference. Each backend runs `blocks`
     blocks of DISCARD + `rounds` warm calls (the first DISCARD of a block dropped), blocks taken
     in turn in ABBA order, so a change in machine load hits every backend alike; a backend's time
-    is the median of its block medians in milliseconds, which one busy block (another process
+    is the lower quartile of its block medians in milliseconds, which busy blocks (another process
     waking up) cannot move.
     """
     return _measure({name: _InProcess(backend, batch) for name, backend in backends.items()}, warmup, rounds, blocks)
@@ -337,7 +339,7 @@ def _measure(timers: dict[str, Any], warmup: int, rounds: int, blocks: int) -> M
                 continue
             block_medians[name].append(1000.0 * statistics.median(times))
     kept = {name: values for name, values in block_medians.items() if name not in errors and values}
-    timings = {name: round(statistics.median(values), 3) for name, values in kept.items()}
+    timings = {name: round(float(np.percentile(values, QUANTILE)), 3) for name, values in kept.items()}
     return Measurement(timings, agreement, errors, {name: [round(v, 3) for v in values] for name, values in kept.items()})
 
 
@@ -354,7 +356,7 @@ def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads
     fastest = min(timings_ms, key=lambda name: timings_ms[name])
     others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
     text = (f"measured {BLOCKS} alternating blocks of {ROUNDS} warm runs per backend, each in its own process, at "
-            f"{threads} thread(s), median of the block medians: {chosen} {timings_ms[chosen]:.2f} ms/slice")
+            f"{threads} thread(s), lower quartile of the block medians: {chosen} {timings_ms[chosen]:.2f} ms/slice")
     text += f" vs {others}" if others else ""
     if chosen == fastest:
         return text + " (fastest)"
