@@ -197,7 +197,7 @@ def test_zoom_magnifies_by_the_drawn_factor(zoom: float) -> None:
     """A fixed zoom scales every region's area by zoom**2 (the range's ends are reachable exactly)."""
     config = AugmentConfig(rotation_deg=0, zoom=(zoom, zoom), shift=0, flip=False, intensity_scale=0, gamma=0,
                            noise_std=0)
-    image, mask = _augment(0, config)
+    _, mask = _augment(0, config)
     original = _phantom()[1]
     for class_id in (1, 3):
         ratio = (mask == class_id).sum() / (original == class_id).sum()

@@ -12,6 +12,7 @@ from train.data.mendeley import index_dataset, with_modalities
 from train.data.phantom import CLASS_OF_TISSUE, N_TISSUES, T, build_scene, render_labels, render_tissue, sample_patient
 from train.data.randomize import (
     Randomization,
+    _dark_rim,
     _deform,
     _fat_streaks,
     _soften_disc,
@@ -140,7 +141,7 @@ def test_soft_nucleus_blurs_inside_the_disc_only() -> None:
     _soften_disc(fine, tissue, np.random.default_rng(0))
     disc = np.isin(tissue, (T.ANNULUS, T.NUCLEUS))
     np.testing.assert_array_equal(fine[~disc], before[~disc])  # nothing outside the disc moves
-    assert 0.3 <= fine[disc].min() and fine[disc].max() <= 1.0  # a weighted mean of disc values only
+    assert fine[disc].min() >= 0.3 and fine[disc].max() <= 1.0  # a weighted mean of disc values only
     row = fine[80, 35:125]  # across the disc, through the nucleus edge
     assert np.abs(np.diff(row)).max() < 0.5 * np.abs(np.diff(before[80, 35:125])).max()
 
@@ -155,3 +156,14 @@ def test_fat_streaks_brighten_muscle_only() -> None:
     assert changed.any() and not changed[tissue != T.MUSCLE].any()
     assert 0.01 < changed[tissue == T.MUSCLE].mean() < 0.5  # thin streaks, not a fat-replaced muscle
     assert (fine[changed] > 0.2).all()
+
+
+def test_dark_rim_darkens_the_outer_annulus_only() -> None:
+    tissue = _disc_map()
+    fine = np.full(tissue.shape, 0.6, np.float32)
+    _dark_rim(fine, tissue, np.random.default_rng(1))
+    disc = np.isin(tissue, (T.ANNULUS, T.NUCLEUS))
+    dark = fine < 0.6
+    assert dark.any() and not dark[~disc].any()
+    assert not dark[tissue == T.NUCLEUS].any()  # the rim stays at the edge (a few pixels wide)
+    assert dark[80, 36] and not dark[80, 80]  # the disc's first pixel on the left, its centre
