@@ -19,6 +19,7 @@ from train.data.randomize import (
     _tissue_means,
     randomized_image,
     render_randomized_slice,
+    scatter_roots,
 )
 from train.data.synth import synthesize
 
@@ -167,3 +168,14 @@ def test_dark_rim_darkens_the_outer_annulus_only() -> None:
     assert dark.any() and not dark[~disc].any()
     assert not dark[tissue == T.NUCLEUS].any()  # the rim stays at the edge (a few pixels wide)
     assert dark[80, 36] and not dark[80, 80]  # the disc's first pixel on the left, its centre
+
+
+def test_scattered_roots_stay_inside_the_sac_and_keep_its_class() -> None:
+    p = sample_patient(5, 2)
+    tissue = render_tissue(build_scene(p, 4, "disc"), np.random.default_rng(0))
+    rooted = scatter_roots(tissue, np.random.default_rng(4))
+    changed = rooted != tissue
+    assert changed.sum() > 20  # several roots of ~3-6 px diameter at 2x
+    assert (tissue[changed] == T.CSF).all() and (rooted[changed] == T.CAUDA).all()
+    assert (CLASS_OF_TISSUE[rooted] == CLASS_OF_TISSUE[tissue]).all()  # labels do not change
+    assert (rooted == T.CSF).any()  # CSF still shows between the roots

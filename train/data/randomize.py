@@ -77,7 +77,9 @@ class Randomization:
     is smoothed so no sharp inner ellipse remains; fat_streaks: probability of bright, thin fat
     streaks inside the muscles (real paraspinal muscles are marbled with fat); dark_rim: probability
     of a dark outer annulus (its collagen lamellae have little signal in every sequence), so a dark
-    ring around a round structure is not the vertebral body's cortex alone.
+    ring around a round structure is not the vertebral body's cortex alone; roots: probability of
+    5-35 extra cauda-equina roots scattered in the sac, mostly posteriorly (real T2 sacs are
+    speckled with dark roots, and they are still thecal sac).
     """
 
     prior_weight: float = 0.7
@@ -93,6 +95,7 @@ class Randomization:
     soft_nucleus: float = 0.8
     fat_streaks: float = 0.7
     dark_rim: float = 0.6
+    roots: float = 0.8
 
 
 def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_mm: float) -> tuple[np.ndarray, ...]:
@@ -193,6 +196,26 @@ def _dark_rim(fine: np.ndarray, tissue: np.ndarray, rng: np.random.Generator) ->
     fine[rim] *= np.float32(rng.uniform(0.25, 0.75))
 
 
+def scatter_roots(tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the 2x tissue map with 0.45-1 mm cauda-equina roots painted over CSF (same TS class)."""
+    rows, cols = np.nonzero(tissue == T.CSF)
+    if rows.size == 0:
+        return tissue
+    count = int(rng.integers(5, 36))
+    depth = (rows - rows.min()) / max(int(np.ptp(rows)), 1)  # 0 anterior .. 1 posterior
+    weight = np.exp(rng.uniform(0.0, 3.0) * depth)
+    pick = rng.choice(rows.size, count, p=weight / weight.sum())
+    radius = rng.uniform(0.45, 1.0, count) * OVERSAMPLE / SPACING_MM
+    r0, c0 = rows.min(), cols.min()
+    box = (slice(r0, rows.max() + 1), slice(c0, cols.max() + 1))
+    yy, xx = np.mgrid[box]
+    out = tissue.copy()
+    region = out[box]
+    for r, c, rad in zip(rows[pick], cols[pick], radius, strict=True):
+        region[((yy - r) ** 2 + (xx - c) ** 2 <= rad * rad) & (region == T.CSF)] = T.CAUDA
+    return out
+
+
 def _fat_streaks(fine: np.ndarray, tissue: np.ndarray, means: np.ndarray, rng: np.random.Generator) -> None:
     """Paint thin curved fat streaks into muscle, in place (zero crossings of a smooth random field)."""
     field = _smooth_field(rng, int(rng.integers(16, 48)), tissue.shape[0])
@@ -241,6 +264,8 @@ def render_randomized_slice(p: PatientAnatomy, disc: int, zone: str = "disc", sl
     scene = build_scene(p, disc, zone)
     rng = _rng(p.seed, p.index, 7, disc, slice_key)
     tissue, labels = _deform(render_tissue(scene, rng), render_labels(scene), rng, cfg.deform_mm)
+    if rng.random() < cfg.roots:
+        tissue = scatter_roots(tissue, rng)
     images = {}
     for name in ("T1", "T2"):
         prior = name if rng.random() < cfg.prior_weight else "random"
