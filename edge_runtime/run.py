@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,20 @@ def _load_model(options: RunOptions, backend: str, threads: int | None, batch_si
         raise
     except Exception as exc:  # a hostile manifest or model file: name it, exit 2, no traceback
         raise ManifestError(f"{display_path(options.model)}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_model_in_background(options: RunOptions, backend: str, threads: int | None, batch_size: int) -> Future[Segmenter]:
+    """`_load_model` on a thread of its own; `.result()` returns the Segmenter or raises what it raised."""
+    future: Future[Segmenter] = Future()
+
+    def load() -> None:
+        try:
+            future.set_result(_load_model(options, backend, threads, batch_size))
+        except BaseException as exc:  # handed to the caller, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=load, name="edge-seg-model-load", daemon=True).start()
+    return future
 
 
 # --------------------------------------------------------------------------- one series
@@ -308,17 +323,20 @@ def run_command(
         )
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
-        if loaded is None:
-            segmenter = _load_model(options, backend, threads, batch_size)
+        if loaded is None:  # loads on a thread while discovery reads the headers (a compile is native code)
+            loading = _load_model_in_background(options, backend, threads, batch_size)
         else:  # reused across runs: this run's report counts only this run's stage times
-            segmenter, loaded.timings = loaded, Timings()
+            loading, loaded.timings = None, Timings()
         if base_rules is not None:
             options.rules = base_rules.with_series(series)
         elif series is not None:
             options.rules = SelectionRules.for_series(series)
         t0 = time.perf_counter()
-        study = discover(input_path, rules=options.rules)
-        timings["discovery"] = time.perf_counter() - t0
+        try:
+            study = discover(input_path, rules=options.rules)
+            timings["discovery"] = time.perf_counter() - t0
+        finally:
+            segmenter = loaded if loading is None else loading.result()  # its errors first, as when it loaded alone
         _check_selection(study, series)
         outputs.open(planned_outputs(options, study.selected), _needed_bytes(study.selected, options.formats),
                      holder_info(input_path))
