@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -736,3 +737,17 @@ def test_a_rules_file_and_series_override_the_default_selection(tmp_path: Path, 
     assert report["selection_rules"]["exclude_image_types"] == ["LOCALIZER"]
     rules.write_text('{"planes": "axial"}')
     assert _run(tmp_path, bands, "rules", rules, out="o2") == 2
+
+
+def test_a_model_that_fails_to_load_during_discovery_exits_2_and_writes_nothing(
+    tmp_path: Path, bands: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The model loads on a thread while discovery runs: its error still ends the run first (exit 2)."""
+    _write_study(tmp_path / "in")
+    tampered = tmp_path / "model" / bands.name
+    tampered.parent.mkdir()
+    tampered.write_bytes(bands.read_bytes() + b"\0")  # the manifest's sha256 no longer matches
+    shutil.copy(Path(f"{bands}.json"), Path(f"{tampered}.json"))
+    assert _run(tmp_path, tampered) == 2
+    assert "sha256" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "out").exists()
