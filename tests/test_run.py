@@ -751,3 +751,36 @@ def test_a_model_that_fails_to_load_during_discovery_exits_2_and_writes_nothing(
     assert _run(tmp_path, tampered) == 2
     assert "sha256" in capsys.readouterr().err.lower()
     assert not (tmp_path / "out").exists()
+
+
+def test_an_overlay_that_cannot_be_written_fails_its_slice_and_leaves_the_contact_sheet(
+    tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_runtime import writers
+    from edge_runtime.outputs import RunOutputs
+
+    _write_study(tmp_path / "in", shifts=[0, 1, 2])
+    real_save = RunOutputs.stage_png
+    doomed = tmp_path / "out" / "T2_TSE_TRA_0005" / "overlays" / f"{_stems(3)[1]}.png"
+    tiles: list[int] = []
+    real_sheet = writers.contact_sheet
+
+    def disk_full_for_one(self: RunOutputs, image, final: Path) -> None:  # on an encoder thread
+        if final == doomed:
+            raise OSError(28, "No space left on device")
+        real_save(self, image, final)
+
+    def counted_sheet(pictures, captions, **kwargs):
+        tiles.append(len(pictures))
+        return real_sheet(pictures, captions, **kwargs)
+
+    monkeypatch.setattr(RunOutputs, "stage_png", disk_full_for_one)
+    monkeypatch.setattr(writers, "contact_sheet", counted_sheet)
+    assert _run(tmp_path, bands, "formats", "overlay,report") == 1
+    series = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]
+    assert [e["status"] for e in series["slices"]] == ["ok", "failed", "ok"]
+    assert series["slices"][1]["reason"] == "writing the overlay failed (OSError: [Errno 28] No space left on device)"
+    assert tiles == [2]  # the contact sheet shows the two overlays that were written
+    assert not doomed.exists() and (doomed.parent.parent / "T2_TSE_TRA_0005_contact_sheet.png").is_file()
+    files = json.loads((tmp_path / "out" / "summary.json").read_text())["relative_files"]
+    assert f"T2_TSE_TRA_0005/overlays/{doomed.name}" not in files and "T2_TSE_TRA_0005/T2_TSE_TRA_0005_contact_sheet.png" in files
