@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.atomic import atomic_path, atomic_write_text
+from edge_runtime.cpu import usable_cores
 from edge_runtime.inputs import display_path
 
 try:
@@ -55,7 +56,7 @@ TRASH_PREFIX = ".edge-seg-trash-"
 SUMMARY_NAME = "summary.json"
 REPORT_NAMES = ("report.json", "report.csv")
 _MIN_FREE_BYTES = 16 << 20
-_ENCODERS = max(1, min(4, os.cpu_count() or 1))  # PNG encoder threads of one run
+_ENCODERS = min(4, usable_cores())  # PNG encoder threads of one run
 
 
 class OutputError(ValueError):
@@ -235,11 +236,6 @@ class RunOutputs:
         """Record a file a writer put at `staged(final)` itself."""
         self.written.append(Path(final).relative_to(self.output))
 
-    def save_png(self, image: Any, final: Path) -> None:
-        """Encode and write `final` now (staged)."""
-        self.stage_png(image, final)
-        self.adopt(final)
-
     def stage_png(self, image: Any, final: Path) -> None:
         """Encode `image` into the staged file for `final` (atomic); no bookkeeping, so any thread may call it."""
         with atomic_path(self.staged(final)) as tmp:
@@ -253,7 +249,7 @@ class RunOutputs:
         done: Callable[[], None] | None = None,
         keep: Callable[[Any], Any] | None = None,
     ) -> Future[Any]:
-        """`save_png` on a worker thread: Pillow's encoder releases the GIL, so it overlaps the SEG and SR.
+        """`stage_png` on a worker thread (Pillow's encoder releases the GIL, so it overlaps the SEG and SR).
 
         `image` is a Pillow image, or a function returning one (rendered on the worker too) or None
         (nothing to write). `final` keeps its place among the written files. The future's result is
