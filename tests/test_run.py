@@ -265,6 +265,7 @@ except SystemExit as exc:
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in
                ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "train", "export", "benchmarks"))
 print("HEAVY_MODULES", heavy, file=sys.stderr)
+print("PYDANTIC", "pydantic" in sys.modules, file=sys.stderr)  # typer 0.29+ costs ~0.1 s per start with it
 sys.exit(code)
 """
 
@@ -281,6 +282,7 @@ def test_run_and_help_never_import_tensorflow(tmp_path: Path, bands: Path) -> No
     done = _probe("run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(bands), "--json")
     assert done.returncode == 0, done.stderr
     assert "HEAVY_MODULES []" in done.stderr
+    assert "PYDANTIC False" in done.stderr, "typer must stay below 0.29 (pyproject): pydantic slows every start"
     assert json.loads(done.stdout)["n_slices_segmented"] == 2
     helped = _probe("run", "--help")
     assert helped.returncode == 0 and "--overwrite" in helped.stdout
