@@ -235,3 +235,29 @@ def test_dcmdump_reads_files_without_warnings(dicom_set: tuple[Path, object]) ->
     assert result.returncode == 0, result.stderr
     assert "W:" not in result.stderr and "E:" not in result.stderr, result.stderr
     assert result.stdout.count("(0008,0060) CS [MR]") == len(files)
+
+
+def test_flava_hug_a_triangular_sac_when_the_fat_is_thin() -> None:
+    """The flava's inner border follows the sac's shape: a triangular sac leaves no fat-filled
+    corners behind it (real low-lumbar sacs fill the V of the flava), an oval one keeps its
+    elliptical epidural space."""
+    from dataclasses import replace
+
+    from train.data.phantom import T, build_scene, render_tissue
+
+    patient = sample_patient(5, 0)
+    disc = min(patient.levels)
+
+    def fat_behind_sac(triangle: float) -> float:
+        level = replace(patient.levels[disc], sac_triangle=triangle, lat_fat=0.1, post_fat=0.4)
+        scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
+        tissue = render_tissue(scene, np.random.default_rng(0))
+        sac = np.isin(tissue, (T.CSF, T.CAUDA, T.DURA))
+        rows = np.nonzero(sac.any(axis=1))[0]
+        centre = (rows.min() + rows.max()) // 2
+        cols = np.nonzero(sac.any(axis=0))[0]
+        window = (slice(centre, rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        return float((tissue[window] == T.EPIDURAL_FAT).sum() / sac[window].sum())
+
+    assert fat_behind_sac(1.0) < 0.1  # 0.68 while the flava's border was an ellipse
+    assert fat_behind_sac(0.0) < 0.1

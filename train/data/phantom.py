@@ -261,7 +261,7 @@ def _sample_variety(rng: np.random.Generator, disc: int, scale: float) -> dict[s
     kidney = None
     if rng.random() < (0.4, 0.12, 0.0)[k]:
         kidney = (rng.uniform(10.0, 22.0), rng.uniform(14.0, 24.0) * scale, rng.uniform(10.0, 17.0) * scale)
-    triangle = rng.uniform(0.4, 1.0) if rng.random() < (0.2, 0.4, 0.6)[k] else 0.0
+    triangle = rng.uniform(0.5, 1.0) if rng.random() < (0.3, 0.55, 0.75)[k] else 0.0
     return {"kidney": kidney, "sac_triangle": float(triangle)}
 
 
@@ -288,8 +288,9 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         lat_fat = rng.uniform(0.3, 1.0)
     else:
         ts_w, ts_ap = rng.uniform(13.0, 20.0), rng.uniform(10.5, 16.0)  # real sacs: ~16 x 14 mm, 140-230 mm2
-        post_fat, hyper, flavum = rng.uniform(2.0, 5.0), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
-        lat_fat = rng.uniform(1.2, 2.8)
+        # real sacs fill most of the canal: often no visible fat beside them, a thin pad behind
+        post_fat, hyper, flavum = rng.uniform(0.4, 4.5), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
+        lat_fat = rng.uniform(0.1, 2.5)
     psoas_r = np.array([(10.0, 13.0), (14.0, 17.0), (17.0, 20.0)][k]) * scale * rng.uniform(0.85, 1.15)
     return LevelAnatomy(
         disc=disc,
@@ -306,7 +307,7 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         nucleus_size=rng.uniform(0.6, 0.8) if degenerate else rng.uniform(0.85, 1.0),
         cleft=bool(rng.random() < 0.5),
         ts_w=ts_w, ts_ap=ts_ap, ts_du=rng.normal(0.0, 0.7),
-        ant_fat=rng.uniform(0.3, 1.5), post_fat=post_fat, lat_fat=lat_fat,
+        ant_fat=rng.uniform(0.1, 1.3), post_fat=post_fat, lat_fat=lat_fat,
         flavum_r=flavum,
         facet_angle=math.radians((35.0, 42.0, 50.0)[k] + rng.normal(0.0, 5.0)),
         facet_scale=(hyper * rng.uniform(0.92, 1.08), hyper * rng.uniform(0.92, 1.08)),
@@ -553,7 +554,7 @@ def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
     canal = _canal_shape(lv, d, foramina)
     du, tv = lv.ts_du, d.ts_v
     ops: list[Op] = [Paint(canal, T.EPIDURAL_FAT)]
-    inner = ellipse(f, du, tv, d.w_in, d.h_in)
+    inner = _sac_shape(f, du, tv, d.w_in, d.h_in, lv.sac_triangle)  # the flava's V follows a triangular sac
     behind = Prim(f, (-d.w_out - 1, d.w_out + 1, tv - 1.0, d.apex + 1), lambda u, v: v >= tv - 1.0)
     ops.append(Paint(Inter(Diff(canal, inner), behind), T.FLAVUM))
     for side in (-1.0, 1.0):  # traversing root in the lateral recess, exiting root in the foramen

@@ -78,7 +78,7 @@ class Randomization:
     streaks inside the muscles (real paraspinal muscles are marbled with fat); dark_rim: probability
     of a dark outer annulus (its collagen lamellae have little signal in every sequence), so a dark
     ring around a round structure is not the vertebral body's cortex alone; roots: probability of
-    5-35 extra cauda-equina roots scattered in the sac, mostly posteriorly (real T2 sacs are
+    5-60 extra cauda-equina roots scattered in the sac, mostly posteriorly (real T2 sacs are
     speckled with dark roots, and they are still thecal sac).
     """
 
@@ -201,7 +201,7 @@ def scatter_roots(tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows, cols = np.nonzero(tissue == T.CSF)
     if rows.size == 0:
         return tissue
-    count = int(rng.integers(5, 36))
+    count = int(rng.integers(5, 61))
     depth = (rows - rows.min()) / max(int(np.ptp(rows)), 1)  # 0 anterior .. 1 posterior
     weight = np.exp(rng.uniform(0.0, 3.0) * depth)
     pick = rng.choice(rows.size, count, p=weight / weight.sum())
@@ -238,7 +238,7 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     # trabecular marrow is mottled in every contrast: a fine (1-2 px) speckle of its own
     speckle = _smooth_field(rng, int(rng.integers(200, 400)), tissue.shape[0])
     marrow = np.isin(tissue, _TRABECULAR)
-    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.12, 0.4)) * speckle[marrow]
+    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.0, 0.4)) * speckle[marrow]  # fatty marrow can look smooth
     if rng.random() < cfg.soft_nucleus:
         _soften_disc(fine, tissue, rng)
     if rng.random() < cfg.dark_rim:
