@@ -238,7 +238,7 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     # trabecular marrow is mottled in every contrast: a fine (1-2 px) speckle of its own
     speckle = _smooth_field(rng, int(rng.integers(200, 400)), tissue.shape[0])
     marrow = np.isin(tissue, _TRABECULAR)
-    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.0, 0.4)) * speckle[marrow]  # fatty marrow can look smooth
+    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.12, 0.4)) * speckle[marrow]
     if rng.random() < cfg.soft_nucleus:
         _soften_disc(fine, tissue, rng)
     if rng.random() < cfg.dark_rim:
