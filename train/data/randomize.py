@@ -79,7 +79,11 @@ class Randomization:
     of a dark outer annulus (its collagen lamellae have little signal in every sequence), so a dark
     ring around a round structure is not the vertebral body's cortex alone; roots: probability of
     5-60 extra cauda-equina roots scattered in the sac, mostly posteriorly (real T2 sacs are
-    speckled with dark roots, and they are still thecal sac).
+    speckled with dark roots, and they are still thecal sac); hidden_dura: probability that the
+    dura takes the CSF's signal (a 0.3 mm membrane is seldom a visible line on a real slice, so the
+    sac must end where the CSF does, not at a dark ring); clear_sac: probability that the sac's
+    fixed cauda-equina roots become CSF (some real T2 sacs are a uniform bright triangle, and a
+    network that only ever saw speckled sacs labels that as epidural fat).
     """
 
     prior_weight: float = 0.7
@@ -95,7 +99,9 @@ class Randomization:
     soft_nucleus: float = 0.8
     fat_streaks: float = 0.7
     dark_rim: float = 0.6
-    roots: float = 0.8
+    roots: float = 0.6
+    hidden_dura: float = 0.7
+    clear_sac: float = 0.4
 
 
 def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_mm: float) -> tuple[np.ndarray, ...]:
@@ -134,6 +140,8 @@ def _tissue_means(prior: str, rng: np.random.Generator, cfg: Randomization, nucl
     means = base[:, None] * np.exp(rng.normal(0.0, cfg.subclass_jitter, (N_TISSUES, N_SUBCLASSES)))
     if rng.random() < cfg.uniform_disc:
         means[list(_SMOOTH)] = means[T.ANNULUS].mean() * np.exp(rng.normal(0.0, 0.04, (len(_SMOOTH), N_SUBCLASSES)))
+    if rng.random() < cfg.hidden_dura:
+        means[T.DURA] = means[T.CSF] * np.exp(rng.normal(0.0, 0.1, N_SUBCLASSES))
     means[list(_SIGNAL_VOID)] = rng.uniform(0.0, 0.12, (len(_SIGNAL_VOID), N_SUBCLASSES))
     means[T.AIR] = rng.uniform(0.0, 0.04)  # outside the body there is only noise
     return np.clip(means, 0.0, 1.2).astype(np.float32)
@@ -264,6 +272,8 @@ def render_randomized_slice(p: PatientAnatomy, disc: int, zone: str = "disc", sl
     scene = build_scene(p, disc, zone)
     rng = _rng(p.seed, p.index, 7, disc, slice_key)
     tissue, labels = _deform(render_tissue(scene, rng), render_labels(scene), rng, cfg.deform_mm)
+    if rng.random() < cfg.clear_sac:
+        tissue = np.where(tissue == T.CAUDA, np.uint8(T.CSF), tissue)
     if rng.random() < cfg.roots:
         tissue = scatter_roots(tissue, rng)
     images = {}
