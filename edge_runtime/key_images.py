@@ -139,7 +139,7 @@ def key_image_sheet(
 def save_png(sheet: Image.Image, path: Path) -> Path:
     """Write the sheet atomically as PNG."""
     with atomic_path(Path(path)) as tmp:
-        sheet.save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG", compress_level=1)  # as outputs.py: 60 -> 17 ms, 13 % larger
     return Path(path)
 
 

@@ -19,6 +19,7 @@ from train.data.randomize import (
     _tissue_means,
     randomized_image,
     render_randomized_slice,
+    sac_contents,
     scatter_roots,
 )
 from train.data.synth import synthesize
@@ -179,3 +180,25 @@ def test_scattered_roots_stay_inside_the_sac_and_keep_its_class() -> None:
     assert (tissue[changed] == T.CSF).all() and (rooted[changed] == T.CAUDA).all()
     assert (CLASS_OF_TISSUE[rooted] == CLASS_OF_TISSUE[tissue]).all()  # labels do not change
     assert (rooted == T.CSF).any()  # CSF still shows between the roots
+
+
+def test_hidden_dura_takes_the_csf_signal() -> None:
+    ratios = {}
+    for name, p in (("hidden", 1.0), ("shown", 0.0)):
+        cfg = Randomization(hidden_dura=p)
+        ratios[name] = [float(np.median(m[T.DURA] / m[T.CSF]))
+                        for m in (_tissue_means("T2", np.random.default_rng(s), cfg, 1.0) for s in range(40))]
+    assert all(0.65 < r < 1.55 for r in ratios["hidden"])  # the CSF's mean, 10 % jitter per sub-class
+    assert np.median(ratios["shown"]) < 0.5  # the T2 table: dura 0.25 against CSF 1.0
+
+
+def test_clear_sac_turns_the_fixed_roots_into_csf_and_nothing_else() -> None:
+    p = sample_patient(5, 2)
+    tissue = render_tissue(build_scene(p, 4, "disc"), np.random.default_rng(0))
+    assert (tissue == T.CAUDA).sum() > 20
+    cleared = sac_contents(tissue, np.random.default_rng(1), Randomization(clear_sac=1.0, roots=0.0))
+    assert not (cleared == T.CAUDA).any()
+    changed = cleared != tissue
+    assert (tissue[changed] == T.CAUDA).all() and (cleared[changed] == T.CSF).all()
+    kept = sac_contents(tissue, np.random.default_rng(1), Randomization(clear_sac=0.0, roots=0.0))
+    np.testing.assert_array_equal(kept, tissue)

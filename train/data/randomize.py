@@ -224,6 +224,16 @@ def scatter_roots(tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def sac_contents(tissue: np.ndarray, rng: np.random.Generator, cfg: Randomization) -> np.ndarray:
+    """The sac's roots for one image: the fixed cauda equina cleared to CSF (cfg.clear_sac), then
+    scattered roots (cfg.roots); the labels are the same either way (all of it is thecal sac)."""
+    if rng.random() < cfg.clear_sac:
+        tissue = np.where(tissue == T.CAUDA, np.uint8(T.CSF), tissue)
+    if rng.random() < cfg.roots:
+        tissue = scatter_roots(tissue, rng)
+    return tissue
+
+
 def _fat_streaks(fine: np.ndarray, tissue: np.ndarray, means: np.ndarray, rng: np.random.Generator) -> None:
     """Paint thin curved fat streaks into muscle, in place (zero crossings of a smooth random field)."""
     field = _smooth_field(rng, int(rng.integers(16, 48)), tissue.shape[0])
@@ -272,10 +282,7 @@ def render_randomized_slice(p: PatientAnatomy, disc: int, zone: str = "disc", sl
     scene = build_scene(p, disc, zone)
     rng = _rng(p.seed, p.index, 7, disc, slice_key)
     tissue, labels = _deform(render_tissue(scene, rng), render_labels(scene), rng, cfg.deform_mm)
-    if rng.random() < cfg.clear_sac:
-        tissue = np.where(tissue == T.CAUDA, np.uint8(T.CSF), tissue)
-    if rng.random() < cfg.roots:
-        tissue = scatter_roots(tissue, rng)
+    tissue = sac_contents(tissue, rng, cfg)
     images = {}
     for name in ("T1", "T2"):
         prior = name if rng.random() < cfg.prior_weight else "random"
