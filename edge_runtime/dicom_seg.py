@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__, codes
-from edge_runtime.atomic import atomic_path
+from edge_runtime.dicom_save import save_dicom
 from edge_runtime.inputs import SliceRecord
 from edge_runtime.labels import FOREGROUND
 from edge_runtime.manifest import Manifest
@@ -163,9 +163,7 @@ def write_dicom_seg(
     """
     seg = build_segmentation(source_datasets, masks, manifest, series_number, series_description, series_instance_uid,
                              instance_number, orientation)
-    with atomic_path(Path(path)) as tmp:
-        seg.save_as(tmp)
-    return Path(path)
+    return save_dicom(seg, path)
 
 
 def build_segmentation(
@@ -333,8 +331,7 @@ def write_series_segs(
                     result.left_out[i] = f"DICOM SEG of its block not written ({type(again).__name__}: {again})"
                 continue
         path = folder / group.file_name
-        with atomic_path(path) as tmp:
-            seg.save_as(tmp)
+        save_dicom(seg, path)
         result.files.append(path)
         result.groups.append({"file": group.file_name, "block": group.block, "n_slices": len(indices),
                               "stems": [slices[i].stem for i in indices]})

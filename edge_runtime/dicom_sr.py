@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime import codes as c
-from edge_runtime.atomic import atomic_path
+from edge_runtime.dicom_save import save_dicom
 from edge_runtime.level_names import LevelName
 from edge_runtime.manifest import Manifest
 from edge_runtime.measure import StenosisGrade, StenosisThresholds
@@ -385,6 +385,4 @@ def build_measurement_report(
 def write_sr(path: Path, content: ReportContent, **kwargs: Any) -> Path:
     """Build the report of `content` and save it atomically to `path`."""
     sr = build_measurement_report(content, **kwargs)
-    with atomic_path(Path(path)) as tmp:
-        sr.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    return save_dicom(sr, path)

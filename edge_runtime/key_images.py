@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from edge_runtime import __version__
 from edge_runtime.atomic import atomic_path
+from edge_runtime.dicom_save import save_dicom
 from edge_runtime.labels import BY_SHORT
 from edge_runtime.render import NOTICE_COLOUR
 from edge_runtime.research_use import IntendedUse
@@ -195,6 +196,4 @@ def build_secondary_capture(
 def write_secondary_capture(path: Path, sheet: Image.Image, reference: Any, use: IntendedUse, **kwargs: Any) -> Path:
     """Build the Secondary Capture of `sheet` and save it atomically."""
     sc = build_secondary_capture(sheet, reference, use, **kwargs)
-    with atomic_path(Path(path)) as tmp:
-        sc.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    return save_dicom(sc, path)
