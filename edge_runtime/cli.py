@@ -195,6 +195,9 @@ def train(
     modality: Annotated[str, typer.Option(help="Contrast to train on: T1, T2 or both.")] = "T2",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     time_budget: Annotated[float | None, typer.Option(help="Stop after this many minutes (keeps the best checkpoint).")] = None,
+    class_weights: Annotated[
+        str | None, typer.Option(help="Loss weight per class, BG,IVD,PE,TS,AAP (e.g. 1,1,1,2,1); default all 1.")
+    ] = None,
 ) -> None:
     """Train a U-Net or ResNet-U-Net (needs the 'train' extra)."""
     command = load_command("train.fit", "train_command", needs="train")
@@ -212,6 +215,7 @@ def train(
         modality=modality,
         resume=resume,
         time_budget=time_budget,
+        class_weights=class_weights,
     )
 
 

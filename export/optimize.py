@@ -146,7 +146,7 @@ def _prune(src: _Source, dataset, steps: int, target: float, epochs: int, recove
     source_dice = _val_mean_dice(src.model, src, batch_size) if recover_epochs else None
     plan = pruning_plan(target, epochs * steps)
     wrapped = prune_wrap(src.model, plan)
-    wrapped.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss())
+    wrapped.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss(class_weights=src.config.get("class_weights")))
     wrapped.fit(dataset, epochs=epochs, verbose=0, callbacks=[*pruning_callbacks(), _epoch_logger(console, "prune", epochs)])
     record: dict[str, Any] = {"prune_plan": plan.to_dict(), "prune_lr": lr, "kept_dense": sorted(kept)}
     model = strip(wrapped)  # shares the BatchNorm layers with `wrapped`
@@ -180,7 +180,7 @@ def _qat(model, src: _Source, dataset, epochs: int, lr: float, preserve: bool, c
     from train.losses import dice_ce_loss
 
     model = quantize_aware(model, preserve_sparsity=preserve)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss())
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=dice_ce_loss(class_weights=src.config.get("class_weights")))
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[_epoch_logger(console, "qat", epochs)])
     recalibrate_batchnorm(model, src.arrays.images)
     scheme = "Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme"

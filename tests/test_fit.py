@@ -59,6 +59,7 @@ def test_config_records_the_exact_setup(run: Path, data: Path) -> None:
                 "batch_size": 2, "seed": 3, "modality": "T2", "data": str(data.resolve())}
     assert {k: config[k] for k in expected} == expected
     assert config["lr"] == pytest.approx(2e-3)
+    assert config["class_weights"] is None  # equal weights unless --class-weights
     assert PreprocessSpec.from_dict(config["preprocessing"]) == PreprocessSpec(input_size=32)
     model = build_model("unet", 32, base_filters=4)
     assert config["macs_per_slice"] == count_macs(model)["total"]
@@ -142,6 +143,9 @@ def test_resolve_model_names_a_bad_path(tmp_path: Path) -> None:
         (["--image-size", "40"], "input_size 40 must be a positive multiple of 16"),
         (["--modality", "PD"], "unknown --modality 'PD'"),
         (["--time-budget", "0"], "--time-budget must be > 0"),
+        (["--class-weights", "1,1,2"], "--class-weights '1,1,2': need 5 positive numbers, one per class (BG,IVD,PE,TS,AAP)"),
+        (["--class-weights", "1,1,1,0,1"], "need 5 positive numbers"),
+        (["--class-weights", "1,1,x,1,1"], "need 5 positive numbers"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, data: Path, tmp_path: Path) -> None:
@@ -193,3 +197,11 @@ def test_a_malformed_tf_config_is_named() -> None:
         plan_strategy("{cluster", 0)
     with pytest.raises(ValueError, match="TF_CONFIG must be a JSON object"):
         plan_strategy("[1, 2]", 0)
+
+
+def test_class_weights_reach_the_config_in_class_order(data: Path, tmp_path: Path) -> None:
+    from train.config import prepare_config
+
+    config = prepare_config(data, tmp_path / "w", "unet", "resnet18", 1, 2, 32, 4, 1e-3, 0, "T2", False, None, "1,1,1,2.5,1")
+    assert config.class_weights == [1.0, 1.0, 1.0, 2.5, 1.0]
+    assert [c.short for c in CLASSES] == ["BG", "IVD", "PE", "TS", "AAP"]  # the order the option documents

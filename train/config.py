@@ -33,6 +33,7 @@ class TrainConfig:
     data: str
     patience: int = 20
     warmup_epochs: int = 2
+    class_weights: list[float] | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         if self.arch == "unet":
@@ -82,6 +83,22 @@ def check_model_args(arch: str, encoder: str, image_size: int, base_filters: int
         raise TrainError(f"--image-size: {exc}") from None
 
 
+def parse_class_weights(text: str | None) -> list[float] | None:
+    """Loss weights per class from "BG,IVD,PE,TS,AAP" (e.g. "1,1,1,2,1"), or None for equal weights."""
+    if text is None:
+        return None
+    from edge_runtime.labels import CLASSES
+
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != len(CLASSES) or not all(w > 0 for w in weights):
+        names = ",".join(c.short for c in CLASSES)
+        raise TrainError(f"--class-weights {text!r}: need {len(CLASSES)} positive numbers, one per class ({names})")
+    return weights
+
+
 def check_data(data: Path):
     """The data set's labelled slice pairs, or TrainError naming the folder and what is wrong."""
     from train.data.mendeley import index_dataset
@@ -113,6 +130,7 @@ def prepare_config(
     modality: str,
     resume: bool,
     time_budget: float | None,
+    class_weights: str | None = None,
 ) -> TrainConfig:
     """Validate every argument (raising TrainError) and return the run's config.
 
@@ -140,6 +158,7 @@ def prepare_config(
         raise TrainError(f"unknown --modality {modality!r}; choose one of {', '.join(MODALITY_CHOICES)}")
     if not lr > 0:
         raise TrainError(f"--lr must be > 0, got {lr}")
+    weights = parse_class_weights(class_weights)
     encoder_used, depth = check_model_args(arch, encoder, image_size, base_filters)
     check_data(data)
     return TrainConfig(
@@ -154,4 +173,5 @@ def prepare_config(
         seed=seed,
         modality=modality,
         data=str(data),
+        class_weights=weights,
     )

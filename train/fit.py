@@ -103,7 +103,9 @@ def _build(config: TrainConfig, strategy, session: _Session, run: rd.RunDir) -> 
         session.model = build_from_config(config)
         session.schedule = learning_rate_schedule(config, session.steps)
         session.model.compile(
-            optimizer=keras.optimizers.Adam(session.schedule), loss=dice_ce_loss(), metrics=segmentation_metrics()
+            optimizer=keras.optimizers.Adam(session.schedule),
+            loss=dice_ce_loss(class_weights=config.class_weights),
+            metrics=segmentation_metrics(),
         )
     session.macs = int(count_macs(session.model)["total"])
     checkpoint = tf.train.Checkpoint(model=session.model, optimizer=session.model.optimizer)
@@ -275,6 +277,7 @@ def train_command(
     modality: str = "T2",
     resume: bool = False,
     time_budget: float | None = None,
+    class_weights: str | None = None,
 ) -> dict[str, Any]:
     """`edge-seg train`: validate (bad input -> one-line error, exit 2), train, write RUN_DIR."""
     import typer
@@ -283,7 +286,8 @@ def train_command(
     console = Console(stderr=True, soft_wrap=True)
     try:
         config = prepare_config(
-            data, out, arch, encoder, epochs, batch_size, image_size, base_filters, lr, seed, modality, resume, time_budget
+            data, out, arch, encoder, epochs, batch_size, image_size, base_filters, lr, seed, modality, resume, time_budget,
+            class_weights,
         )
         return fit_run(config, Path(out), resume=resume, time_budget=time_budget, console=console)
     except TrainError as exc:
