@@ -16,11 +16,18 @@ from edge_runtime.atomic import atomic_path
 
 
 def _mark_items_encoded(dataset: Any) -> None:
-    """Tell pydicom that every nested item is already in the file's encoding (explicit VR little endian)."""
+    """Tell pydicom that every nested item is already in the file's encoding (explicit VR little endian).
+
+    Uses pydicom 3's `_character_set` (what the writer compares against); a pydicom without it
+    leaves the items unmarked, which only costs the repeated pass.
+    """
     for element in dataset.elements():
         if element.VR == "SQ":
             for item in dataset[element.tag].value:
-                item.set_original_encoding(False, True, item._character_set)
+                charset = getattr(item, "_character_set", None)
+                if charset is None or not hasattr(item, "set_original_encoding"):
+                    return
+                item.set_original_encoding(False, True, charset)
                 _mark_items_encoded(item)
 
 
