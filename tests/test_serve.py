@@ -240,7 +240,8 @@ def test_disk_that_fills_up_refuses_instances_and_associations_and_loses_nothing
 
 
 def test_sigterm_drains_the_job_in_progress_and_its_delivery(tmp_path: Path) -> None:
-    study = make_study(tmp_path / "study", slices=6)
+    # 40 slices: the job must still be running when SIGTERM lands (a 6-slice job once finished first)
+    study = make_study(tmp_path / "study", slices=40)
     pacs = StoreSCP(tmp_path / "pacs").start()
     node = _node(tmp_path, "--send", pacs.destination)
     with running(node, pacs):
