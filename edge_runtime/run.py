@@ -259,6 +259,13 @@ def process_series(
 # --------------------------------------------------------------------------- entry point
 
 
+# The signals that arrived during this run (main thread only): a library may swallow the
+# RunInterrupted raised wherever the signal lands (pydicom turns any exception while it reads a
+# sequence item into OSError, which then counts as one writer's failure), so the run checks
+# this again before it commits.
+_received_signals: list[int] = []
+
+
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into RunInterrupted (main thread only), so staged files are removed on the way out."""
@@ -267,14 +274,23 @@ def _interruptible() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: Any) -> None:
+        _received_signals.append(signum)
         raise RunInterrupted(signum)
 
+    _received_signals.clear()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _received_signals.clear()
+
+
+def _stop_if_interrupted() -> None:
+    """Raise the RunInterrupted of a signal that arrived even if what it interrupted swallowed it."""
+    if _received_signals:
+        raise RunInterrupted(_received_signals[0])
 
 
 def run_command(
@@ -420,6 +436,7 @@ def _run(
         relative = [str(p) for p in outputs.written] + [SUMMARY_NAME]
         final = [*outputs.final_paths(), display_path(options.output / SUMMARY_NAME)]
         summary = build_summary(report, exit_code, final, relative)
+        _stop_if_interrupted()
         outputs.commit(json.dumps(summary, indent=2) + "\n")
     except OSError as exc:
         err.print(f"[red]error:[/] writing the results into {escape(display_path(options.output))} failed ({escape(str(exc))})")

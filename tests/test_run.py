@@ -672,9 +672,34 @@ def test_a_terminated_run_leaves_no_staging_lock_or_temp_file(tmp_path: Path, ba
 
     run_process = _start_slow_run(tmp_path, bands)
     run_process.send_signal(signal.SIGTERM)
-    assert run_process.wait(timeout=60) == 128 + signal.SIGTERM
-    assert "stopped by signal SIGTERM; nothing written, staged files removed" in run_process.stderr.read()
+    status = run_process.wait(timeout=60)
+    stderr = run_process.stderr.read()
+    assert status == 128 + signal.SIGTERM, stderr
+    assert "stopped by signal SIGTERM; nothing written, staged files removed" in stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_signal_that_a_library_swallows_still_stops_the_run_before_it_commits(
+    tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import signal
+
+    from edge_runtime.outputs import OutputFormat
+    from edge_runtime.writers import SERIES_WRITERS
+
+    def swallowing_write(result: object, outputs: object) -> None:
+        try:  # the handler raises RunInterrupted here, in the middle of "library" code
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("the SIGTERM handler did not run")
+        except BaseException as exc:  # what pydicom's read_sequence_item does with any exception
+            raise OSError("No tag to read at file position 0") from exc
+
+    monkeypatch.setattr(SERIES_WRITERS[OutputFormat.NPY], "write", swallowing_write)
+    _write_study(tmp_path / "in")
+    assert _run(tmp_path, bands) == 128 + signal.SIGTERM
+    assert "stopped by signal SIGTERM; nothing written, staged files removed" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(tmp_path: Path, bands: Path) -> None:
