@@ -58,6 +58,7 @@ class StudyTime:
     help: list[ProcessRun] = field(default_factory=list)
     python: list[ProcessRun] = field(default_factory=list)
     phases: list[dict[str, float]] = field(default_factory=list)
+    memory: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +86,52 @@ def run_measured(argv: list[str], env: dict[str, str], timeout_s: float = 300.0)
         tail = err.read().decode(errors="replace")[-2000:]
     scale = 1 if sys.platform == "darwin" else 1024
     return ProcessRun(wall, int(usage.ru_maxrss) * scale, proc.returncode, usage.ru_utime + usage.ru_stime, tail)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    found = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                for child in handle.read().split():
+                    found += _process_tree(int(child))
+    except OSError:  # it ended meanwhile
+        pass
+    return found
+
+
+def _pss_rss_kb(pid: int) -> tuple[int, int]:
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+def sample_memory(argv: list[str], env: dict[str, str], every_s: float = 0.005) -> dict[str, float] | None:
+    """Peak memory of a run's whole process tree (the CLI and its forked DICOM builder), sampled every
+    `every_s`: summed PSS (shared pages counted once, split between the processes that map them) and
+    summed RSS (shared pages counted in each). None where /proc/PID/smaps_rollup does not exist.
+    Sampling slows the run a little, so these runs are not the timed ones."""
+    if not Path(f"/proc/{os.getpid()}/smaps_rollup").exists():
+        return None
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak_pss = peak_rss = processes = 0
+    while proc.poll() is None:
+        tree = _process_tree(proc.pid)
+        sizes = [_pss_rss_kb(pid) for pid in tree]
+        peak_pss = max(peak_pss, sum(p for p, _ in sizes))
+        peak_rss = max(peak_rss, sum(r for _, r in sizes))
+        processes = max(processes, len(tree))
+        time.sleep(every_s)
+    return {"peak_pss_mb": peak_pss * 1024 / 1e6, "peak_rss_mb": peak_rss * 1024 / 1e6, "processes": processes}
 
 
 # The same CLI run with timestamps at its phase boundaries (printed to stderr at exit).
@@ -174,10 +221,14 @@ def measure_study(
             "threads": report["model"]["threads"],
             "slices": sum(s["n_slices"] for s in report["series"]),
             "outputs": sorted({k for s in report["series"] for k in s.get("outputs", {})}),
+            "dicom_builder_peak_rss_mb": report.get("dicom_builder", {}).get("peak_rss_mb"),
         }
         result.runs.append(entry)
     for _ in range(runs):
         result.phases.append(measure_phases(argv, env))
+        sampled = sample_memory(argv, env)
+        if sampled is not None:
+            result.memory.append(sampled)
     for _ in range(runs):
         result.help.append(run_measured([*CLI, "--help"], env))
         result.python.append(run_measured([sys.executable, "-c", "pass"], env))
@@ -186,6 +237,20 @@ def measure_study(
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def _memory_rows(result: StudyTime) -> list[str]:
+    """The DICOM builder's own peak, and the peak of the whole process tree (sampled runs)."""
+    rows = []
+    builder = [r["dicom_builder_peak_rss_mb"] for r in result.runs if r.get("dicom_builder_peak_rss_mb") is not None]
+    if builder:
+        rows.append(f"| peak RSS MB, DICOM builder process | {_median(builder):.0f} | {', '.join(f'{v:.0f}' for v in builder)} |")
+    for key, label in (("peak_pss_mb", "summed PSS"), ("peak_rss_mb", "summed RSS")):
+        values = [m[key] for m in result.memory]
+        if values:
+            rows.append(f"| peak memory MB, all processes ({label}, sampled every 5 ms) | {_median(values):.0f} | "
+                        f"{', '.join(f'{v:.0f}' for v in values)} |")  # fmt: skip
+    return rows
 
 
 def markdown(result: StudyTime) -> str:
@@ -209,7 +274,8 @@ def markdown(result: StudyTime) -> str:
         "|---|---:|---|",
         f"| wall s | {_median(walls):.3f} | {', '.join(f'{v:.2f}' for v in walls)} |",
         f"| CPU s (user + system) | {_median(cpus):.3f} | {', '.join(f'{v:.2f}' for v in cpus)} |",
-        f"| peak RSS MB | {_median(rss_mb):.0f} | {', '.join(f'{v:.0f}' for v in rss_mb)} |",
+        f"| peak RSS MB, main process | {_median(rss_mb):.0f} | {', '.join(f'{v:.0f}' for v in rss_mb)} |",
+        *_memory_rows(result),
         f"| `edge-seg --help` s | {_median(help_s):.3f} | {', '.join(f'{v:.2f}' for v in help_s)} |",
         f"| `edge-seg --help` CPU s | {_median([r.cpu_s for r in result.help]):.3f} | |",
         f"| `python -c pass` s | {_median([r.wall_s for r in result.python]):.3f} | |",

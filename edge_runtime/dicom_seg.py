@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,19 +73,6 @@ def highdicom_unavailable(hint: str) -> str | None:
 def seg_unavailable_reason() -> str | None:
     """None when highdicom is importable, else the SEG's install hint."""
     return highdicom_unavailable(SEG_INSTALL_HINT)
-
-
-def import_in_background() -> threading.Thread:
-    """Start importing highdicom (~0.3-0.5 s) on a thread, overlapping inference and PNG encoding.
-
-    A later `import highdicom` waits on the import lock, so this is safe to call at any time.
-    highdicom's standard table is then read per module (edge_runtime.highdicom_tables: ~100 MB less).
-    """
-    from edge_runtime.highdicom_tables import import_highdicom
-
-    thread = threading.Thread(target=import_highdicom, name="import-highdicom", daemon=True)
-    thread.start()
-    return thread
 
 
 def _code(term: codes.Concept) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 
 from edge_runtime.atomic import atomic_path, atomic_write_text
 from edge_runtime.cpu import usable_cores
+from edge_runtime.dicom_builder import DicomBuilder, Job
 from edge_runtime.inputs import display_path
 
 try:
@@ -149,6 +150,8 @@ class RunOutputs:
         self._open = False
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Future[Any], int, Callable[[Exception], None], Callable[[], None] | None]] = []
+        self.builder = DicomBuilder()  # runs DICOM jobs here unless the run forks one (edge_runtime.dicom_builder)
+        self._built: list[tuple[Job, Callable[[Any], None], Callable[[Exception], None]]] = []
 
     # ----------------------------------------------------------------- before inference
 
@@ -273,8 +276,17 @@ class RunOutputs:
         self._pending.append((future, len(self.written) - 1, failed, done))
         return future
 
+    def build_later(
+        self, function: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any], None],
+        failed: Callable[[Exception], None],
+    ) -> None:  # fmt: skip
+        """Run `function(*args)` (a DICOM writer that stages its own files) in `builder`; `wait()`
+        then calls `done(result)`, which adopts the files, or `failed(exception)`."""
+        self._built.append((self.builder.submit(function, *args), done, failed))
+
     def wait(self) -> None:
-        """Finish the background writes, in the order they were asked for (see `save_png_later`)."""
+        """Finish the background writes, in the order they were asked for (see `save_png_later`,
+        then `build_later`)."""
         pending, self._pending = self._pending, []
         lost: set[int] = set()
         for future, slot, failed, done in pending:
@@ -290,6 +302,14 @@ class RunOutputs:
                 done()
         if lost:
             self.written = [p for i, p in enumerate(self.written) if i not in lost]
+        built, self._built = self._built, []
+        for job, done_with, failed in built:
+            try:
+                value = job.result()
+            except Exception as exc:
+                failed(exc)
+                continue
+            done_with(value)
 
     def _stop_pool(self) -> None:
         """No more background writes: queued ones are cancelled, running ones finish (before staging is removed)."""
@@ -313,9 +333,10 @@ class RunOutputs:
 
     def commit(self, summary_text: str) -> None:
         """Move the staged files into place, summary.json last; with --overwrite, drop the previous run's files."""
-        if self._pending:
+        if self._pending or self._built:
             raise RuntimeError("commit() before wait(): background writes are still pending")
         self._stop_pool()
+        self.builder.close()
         trash = self.output / f"{TRASH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         entries = sorted({p.parts[0] for p in self.written})
         if self.overwrite:
@@ -358,6 +379,8 @@ class RunOutputs:
     def abort(self) -> None:
         """Drop everything staged (the run failed or was interrupted before committing)."""
         self._stop_pool()
+        self.builder.close(kill=True)  # before its staging folder goes
+        self._built = []
         if self._open:
             shutil.rmtree(self.staging, ignore_errors=True)
             self._open = False

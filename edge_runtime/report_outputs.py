@@ -16,8 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from edge_runtime import __version__
-from edge_runtime.dicom_seg import highdicom_unavailable
+from edge_runtime.dicom_seg import highdicom_unavailable, plan_groups
 from edge_runtime.dicom_sr import ReportContent, thresholds_statement, write_sr
 from edge_runtime.findings import SeriesFindings, series_findings
 from edge_runtime.inputs import InputIssue
@@ -76,26 +78,20 @@ def footer(manifest: Manifest) -> str:
     return f"edge-seg {__version__}, model {name} ({variant}, sha256 {manifest.sha256[:12]}); draft for review"
 
 
-def write_study_summary(
-    paths: Sequence[Path],
-    findings: Sequence[SeriesFindings],
-    thresholds: StenosisThresholds,
-    use: IntendedUse,
-    manifest: Manifest,
-) -> list[Path]:
-    """Key-image sheet of one study: PNG (paths[0]) and, when paths[1] is given, its Secondary Capture."""
+def study_sheet(
+    findings: Sequence[SeriesFindings], thresholds: StenosisThresholds, use: IntendedUse, manifest: Manifest
+) -> tuple[Image.Image | None, Any]:
+    """The key-image sheet of one study (None without key images), and the source image whose
+    patient and study its Secondary Capture carries (None without a DICOM source)."""
     several = len([f for f in findings if f.keys]) > 1
     keys = [replace(key, level=f"{f.series_name}: {key.level}") if several else key for f in findings for key in f.keys]
     if not keys:
-        return []
+        return None, None
     names = ", ".join(dict.fromkeys(f.series_name for f in findings if f.keys))
     title = f"Thecal sac, narrowest slice per disc level: {names}"
     sheet = key_image_sheet(keys, title, thresholds_statement(thresholds), use, footer(manifest))
-    written = [save_png(sheet, paths[0])]
     reference: Any = next((f.reference for f in findings if f.keys and f.reference is not None), None)
-    if len(paths) > 1 and reference is not None:
-        written.append(write_secondary_capture(paths[1], sheet, reference, use))
-    return written
+    return sheet, reference
 
 
 # --------------------------------------------------------------------------- run pipeline hooks
@@ -145,19 +141,35 @@ class SrWriter:
             return
         try:
             findings = ensure_findings(result)
-            seg_files = [outputs.staged(Path(group["file"])) for group in outcome.outputs.get("seg_files", [])]
-            final = result.folder / f"{series.name}_sr.dcm"
-            if findings.slices:
-                with outputs.file(final) as tmp:
-                    write_series_sr(
-                        tmp, findings, result.manifest, outcome.measurement.thresholds, intended_use(result.manifest), seg_files
-                    )
-                outcome.outputs["sr"] = str(final)
-            else:
-                outcome.notes.append("DICOM SR not written: no slice with a thecal sac measured in mm2")
-            outcome.notes.extend(findings.notes)
-        except Exception as exc:  # highdicom validation or disk problems: the SR only
+        except Exception as exc:  # an odd slice header: the SR only
             outcome.failed.append(InputIssue(series.folder, f"DICOM SR not written ({type(exc).__name__}: {exc})"))
+            return
+        if not findings.slices:
+            outcome.notes.append("DICOM SR not written: no slice with a thecal sac measured in mm2")
+        outcome.notes.extend(findings.notes)
+        if not findings.slices:
+            return
+        final = result.folder / f"{series.name}_sr.dcm"
+        groups, _ = plan_groups(series.name, series.slices)  # the SEG files this series' SEG job stages, if it runs
+        seg_files = [outputs.staged(result.folder / group.file_name) for group in groups]
+        args = (outputs.staged(final), findings, result.manifest, outcome.measurement.thresholds,
+                intended_use(result.manifest), seg_files)  # fmt: skip
+
+        def written(_: Any) -> None:
+            outputs.adopt(final)
+            outcome.outputs["sr"] = str(final)
+
+        def failed(exc: Exception) -> None:  # highdicom validation or disk problems: the SR only
+            outcome.failed.append(InputIssue(series.folder, f"DICOM SR not written ({type(exc).__name__}: {exc})"))
+
+        outputs.build_later(_build_series_sr, args, written, failed)
+
+
+def _build_series_sr(path: Path, findings: SeriesFindings, manifest: Manifest, thresholds: StenosisThresholds,
+                     use: IntendedUse, seg_files: Sequence[Path]) -> Path | None:  # fmt: skip
+    """The SR job (edge_runtime.dicom_builder): it runs after the series' SEG job, so it references
+    the SEG files that job staged (none when `seg` was not asked for, or highdicom refused it)."""
+    return write_series_sr(path, findings, manifest, thresholds, use, [p for p in seg_files if p.is_file()])
 
 
 class FindingsCollector:
@@ -187,7 +199,8 @@ def planned_summaries(output: Path, selected: Sequence[Any]) -> list[Path]:
 
 
 def write_run_summaries(outcomes: Sequence[Any], outputs: Any, thresholds: StenosisThresholds, manifest: Manifest) -> list[str]:
-    """One key-image sheet per study of the run's outcomes, written through `outputs`; returns notes."""
+    """One key-image sheet per study of the run's outcomes, written through `outputs`; returns notes
+    (the Secondary Capture's are added when `outputs.wait()` collects it from the DICOM builder)."""
     notes: list[str] = []
     use = intended_use(manifest)
     dicom = highdicom_missing() is None
@@ -199,12 +212,17 @@ def write_run_summaries(outcomes: Sequence[Any], outputs: Any, thresholds: Steno
             notes.append(f"key images not written for study {key}: no disc level with a thecal sac measured in mm2")
             continue
         try:
+            sheet, reference = study_sheet(group, thresholds, use, manifest)
             with outputs.file(png) as png_tmp:
-                if dicom and any(f.reference is not None for f in group):
-                    with outputs.file(dcm) as dcm_tmp:
-                        write_study_summary([png_tmp, dcm_tmp], group, thresholds, use, manifest)
-                else:
-                    write_study_summary([png_tmp], group, thresholds, use, manifest)
-        except Exception as exc:  # rendering, highdicom or disk problems: the sheet only
+                save_png(sheet, png_tmp)
+        except Exception as exc:  # rendering or disk problems: the sheet only
             notes.append(f"key images not written for study {key} ({type(exc).__name__}: {exc})")
+            continue
+        if dicom and reference is not None:
+            outputs.build_later(
+                write_secondary_capture,
+                (outputs.staged(dcm), sheet, reference, use),
+                lambda _, dcm=dcm: outputs.adopt(dcm),
+                lambda exc, key=key: notes.append(f"key-image DICOM not written for study {key} ({type(exc).__name__}: {exc})"),
+            )
     return notes

@@ -25,6 +25,7 @@ is written); 2 usage, model or output-folder error, or the folder is locked by a
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import signal
 import threading
@@ -43,8 +44,10 @@ from edge_runtime.backends import BackendError
 from edge_runtime.console import err, print_summary
 from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 from edge_runtime.decode import load_pixels
+from edge_runtime.dicom_builder import DicomBuilder
 from edge_runtime.discovery import discover
 from edge_runtime.geometry import ap_axis
+from edge_runtime.highdicom_tables import import_highdicom
 from edge_runtime.inputs import InputIssue, Series, SliceDecodeError, Study, display_path
 from edge_runtime.manifest import ManifestError
 from edge_runtime.measure import StenosisThresholds, measure_series
@@ -319,6 +322,7 @@ def run_command(
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    outputs: RunOutputs | None = None
     try:
         input_path, output = Path(input), Path(output)
         if not input_path.exists():
@@ -339,6 +343,8 @@ def run_command(
         )
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
+        if loaded is None and _builds_dicom(options.formats):  # forked while this process has no other thread
+            outputs.builder = DicomBuilder.fork(prepare=import_highdicom)
         if loaded is None:  # loads on a thread while discovery reads the headers (a compile is native code)
             loading = _load_model_in_background(options, backend, threads, batch_size)
         else:  # reused across runs: this run's report counts only this run's stage times
@@ -358,6 +364,8 @@ def run_command(
                      holder_info(input_path))
     except (UsageError, ManifestError, BackendError, RulesError, OutputError, ValueError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
+        if outputs is not None:
+            outputs.builder.close(kill=True)
         return 2
     try:
         with _interruptible():
@@ -380,12 +388,6 @@ def _run(
     json_output: bool,
     quiet: bool = False,
 ) -> int:
-    dicom_outputs = {OutputFormat.SEG, OutputFormat.SR, OutputFormat.SUMMARY}
-    if dicom_outputs & set(options.formats) and any(s.kind == "dicom" for s in study.selected):
-        from edge_runtime.dicom_seg import import_in_background, seg_unavailable_reason
-
-        if seg_unavailable_reason() is None:
-            import_in_background()
     truth = truth_index(options.truth)
     outcomes = []
     with progress_bar("segmenting", total=sum(len(s.slices) for s in study.selected)) as update:
@@ -410,7 +412,9 @@ def _run(
     if OutputFormat.SUMMARY in options.formats:
         tick = time.perf_counter()
         summary_notes = write_run_summaries(outcomes, outputs, options.thresholds, segmenter.manifest)
+        outputs.wait()  # the key-image DICOM, from the DICOM builder
         options.clock("key_images", tick)
+    outputs.builder.close()  # every DICOM job is in; its peak memory goes into the report
     seg_t = segmenter.timings
     timings |= {
         "model_load": seg_t.load_s,
@@ -429,6 +433,8 @@ def _run(
     notes += [f"--overwrite: removed {name}, written by the previous run, not by this one" for name in stale]
     timings["total"] = time.perf_counter() - started
     report = build_report(study, options.output, info, options.thresholds, outcomes, timings, options.rules.to_dict(), notes)
+    if outputs.builder.peak_rss_bytes is not None:  # the forked process that built the DICOM files
+        report["dicom_builder"] = {"peak_rss_mb": round(outputs.builder.peak_rss_bytes / 1e6, 1)}
     try:
         if OutputFormat.REPORT in options.formats:
             outputs.write_text(options.output / REPORT_NAMES[0], report_json(report))
@@ -449,6 +455,12 @@ def _run(
         print_summary(report, Console())
         err.print(f"results in {escape(display_path(options.output))} (summary.json, report.json); exit status {exit_code}")
     return exit_code
+
+
+def _builds_dicom(formats: tuple[str, ...]) -> bool:
+    """Whether the run may write DICOM files (SEG, SR, key-image Secondary Capture) and highdicom is there."""
+    dicom = {OutputFormat.SEG, OutputFormat.SR, OutputFormat.SUMMARY}
+    return bool(dicom & set(formats)) and importlib.util.find_spec("highdicom") is not None
 
 
 def _check_selection(study: Study, series: str | None) -> None:

@@ -195,30 +195,26 @@ class SegWriter:
             return
         if not result.masks:
             return
-        staged_folder = outputs.staged_dir(result.folder)
         orientations: dict[int | None, Any] = {b.index: b.orientation for b in series.blocks}
-        try:
-            written = write_series_segs(
-                staged_folder,
-                series.name,
-                series.slices,
-                orientations,
-                result.masks,
-                result.manifest,
-                description=f"edge-seg {series.description}".strip(),
-            )
-        except Exception as exc:  # highdicom import or disk problems: the SEG only
-            outcome.failed.append(InputIssue(series.folder, f"DICOM SEG not written ({type(exc).__name__}: {exc})"))
-            return
-        for path in written.files:
-            outputs.adopt(result.folder / path.name)
-        for i, why in sorted(written.left_out.items()):
-            outcome.failed.append(InputIssue(series.slices[i].path, f"segmented, but not in the DICOM SEG: {why}"))
-        if written.files:
-            outcome.outputs["seg"] = str(result.folder / written.files[0].name)
-            outcome.outputs["seg_files"] = [
-                group | {"file": str(result.folder / group["file"])} for group in written.groups
-            ]
+        args = (outputs.staged_dir(result.folder), series.name, series.slices, orientations, result.masks, result.manifest,
+                f"edge-seg {series.description}".strip())  # fmt: skip
+        outputs.build_later(write_series_segs, args, partial(_seg_written, result, outputs), partial(_seg_failed, result))
+
+
+def _seg_failed(result: SeriesResult, exc: Exception) -> None:  # highdicom import or disk problems: the SEG only
+    result.outcome.failed.append(InputIssue(result.series.folder, f"DICOM SEG not written ({type(exc).__name__}: {exc})"))
+
+
+def _seg_written(result: SeriesResult, outputs: RunOutputs, written: Any) -> None:
+    """Adopt the SEG files the builder staged; slices it left out are reported per slice."""
+    outcome = result.outcome
+    for path in written.files:
+        outputs.adopt(result.folder / path.name)
+    for i, why in sorted(written.left_out.items()):
+        outcome.failed.append(InputIssue(result.series.slices[i].path, f"segmented, but not in the DICOM SEG: {why}"))
+    if written.files:
+        outcome.outputs["seg"] = str(result.folder / written.files[0].name)
+        outcome.outputs["seg_files"] = [group | {"file": str(result.folder / group["file"])} for group in written.groups]
 
 
 SERIES_WRITERS: dict[OutputFormat, SeriesWriter] = {

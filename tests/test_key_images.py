@@ -150,12 +150,14 @@ def test_summary_paths_per_study() -> None:
     assert two == {"s1": [Path("out/key_images_1.png")], "s2": [Path("out/key_images_2.png")]}
 
 
-def test_study_summary_writes_png_and_dicom(measured: tuple, tmp_path: Path) -> None:
+def test_study_sheet_png_and_its_secondary_capture_hold_the_same_pixels(measured: tuple, tmp_path: Path) -> None:
     found = measured[3]
     paths = [tmp_path / "key_images.png", tmp_path / "key_images.dcm"]
     manifest = _manifest()
-    written = report_outputs.write_study_summary(paths, [found], StenosisThresholds(), intended_use(manifest), manifest)
-    assert written == paths
+    sheet, reference = report_outputs.study_sheet([found], StenosisThresholds(), intended_use(manifest), manifest)
+    assert reference is found.reference is not None
+    key_images.save_png(sheet, paths[0])
+    key_images.write_secondary_capture(paths[1], sheet, reference, intended_use(manifest))
     with Image.open(paths[0]) as png:
         np.testing.assert_array_equal(np.asarray(png.convert("RGB")), pydicom.dcmread(paths[1]).pixel_array)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,34 @@ def test_missing_highdicom_skips_seg_with_a_hint_and_still_succeeds(
     assert _run(tmp_path, bands, "formats", "seg,report") == 0
     series = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]
     assert "seg" not in series["outputs"] and dicom_seg.SEG_INSTALL_HINT in series["notes"]
+
+
+def _kill_the_builder(*_: object) -> None:
+    """Stands in for the SEG writer: the DICOM builder process dies, as if out of memory."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the DICOM builder runs in a forked process on POSIX only")
+def test_a_dicom_builder_process_that_dies_costs_the_dicom_files_only(
+    tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("highdicom", reason="the DICOM outputs need the dicom-seg extra (highdicom)")
+    from edge_runtime import dicom_seg
+
+    masks = _write_study(tmp_path / "in")
+    monkeypatch.setattr(dicom_seg, "write_series_segs", _kill_the_builder)  # runs in the builder, not here
+    assert _run(tmp_path, bands) == 1
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    reasons = [issue["reason"] for issue in report["failed"]]
+    assert any(r.startswith("DICOM SEG not written (BuilderDied: ") for r in reasons), reasons
+    assert any(r.startswith("DICOM SR not written (BuilderDied: ") for r in reasons), reasons
+    assert any("key-image DICOM not written" in n and "BuilderDied" in n for n in report["notes"]), report["notes"]
+    assert sorted(p.name for p in out.rglob("*.dcm")) == []
+    series = out / "T2_TSE_TRA_0005"
+    assert len(list((series / "labels").glob("*.png"))) == len(masks) == len(list((series / "overlays").glob("*.png")))
+    assert (out / "key_images.png").is_file() and (series / "T2_TSE_TRA_0005_labels.npy").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [], "staging folder left behind"
 
 
 # --------------------------------------------------------------------------- subprocess: no TensorFlow

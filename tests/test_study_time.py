@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # Run from a small driver process: Linux counts a child's pre-exec memory (a copy of its parent's)
 # into its ru_maxrss, and this test process may hold TensorFlow.
@@ -28,3 +30,27 @@ def test_peak_rss_and_exit_status_are_the_child_s_own() -> None:
     assert big["returncode"] == 3 and small["returncode"] == 0
     assert big["peak_rss_bytes"] >= small["peak_rss_bytes"] + 70 * 2**20  # 80 MiB touched in that child only
     assert big["wall_s"] > 0 and big["cpu_s"] > 0
+
+
+FORKING = """
+import os, time
+mine = bytearray(40 * 2**20); mine[::4096] = b"x" * len(mine[::4096])
+pid = os.fork()
+if pid == 0:
+    theirs = bytearray(80 * 2**20); theirs[::4096] = b"y" * len(theirs[::4096])
+    time.sleep(0.5)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_sampled_memory_adds_up_a_forked_child_and_counts_shared_pages_once() -> None:
+    from benchmarks.study_time import sample_memory
+
+    sampled = sample_memory([sys.executable, "-c", FORKING], dict(os.environ))
+    if sampled is None:
+        pytest.skip("no /proc/PID/smaps_rollup on this system")
+    assert sampled["processes"] == 2
+    # 40 MiB in the parent (shared with the child after the fork: once in PSS, twice in RSS) + 80 MiB in the child
+    assert 120 * 2**20 / 1e6 <= sampled["peak_pss_mb"] < 120 * 2**20 / 1e6 + 60
+    assert sampled["peak_rss_mb"] >= sampled["peak_pss_mb"] + 30 * 2**20 / 1e6
