@@ -10,8 +10,8 @@ Jobs are module-level functions with picklable arguments, run one at a time in t
 were submitted, so a series' SR job can read the SEG its series' previous job wrote. A job's
 exception is raised again by `Job.result()`; a child that dies (killed, out of memory) fails
 the jobs it held with `BuilderDied`, which costs those files only. `DicomBuilder()` runs every
-job at once in the caller, with the same results: for long-lived processes (`edge-seg serve`)
-and systems without fork.
+job at once in the caller (its `prepare` before the first), with the same results: for
+long-lived processes (`edge-seg serve`) and systems without fork.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Job:
 class DicomBuilder:
     """Runs DICOM-writing jobs in a forked child (see `fork`), or in the caller."""
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[], Any] | None = None) -> None:
+        self._prepare = prepare  # run once before the first job, where the jobs run
         self.pid: int | None = None
         self._send: Any = None
         self._receive: Any = None
@@ -78,7 +79,7 @@ class DicomBuilder:
         Call it while the process has no other threads. Where os.fork does not exist, or fails
         (no memory, process limit), the jobs run in the caller.
         """
-        builder = cls()
+        builder = cls(prepare)
         if not hasattr(os, "fork"):
             return builder
         jobs_r, jobs_w = os.pipe()
@@ -100,6 +101,7 @@ class DicomBuilder:
                 os._exit(code)
         os.close(jobs_r)
         os.close(results_w)
+        builder._prepare = None  # the child runs it
         builder.pid = pid
         builder._send = os.fdopen(jobs_w, "wb")
         builder._receive = os.fdopen(results_r, "rb")
@@ -109,6 +111,10 @@ class DicomBuilder:
         """Run `function(*args)` in the builder; its result comes from the returned Job."""
         job = Job(self)
         if self.pid is None:
+            if self._prepare is not None:
+                prepare, self._prepare = self._prepare, None
+                with contextlib.suppress(Exception):  # the job that needs it raises the same error itself
+                    prepare()
             try:
                 job._settle(function(*args))
             except Exception as exc:

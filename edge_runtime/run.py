@@ -42,6 +42,7 @@ from rich.markup import escape
 
 from edge_runtime.backends import BackendError
 from edge_runtime.console import err, print_summary
+from edge_runtime.cpu import usable_cores
 from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 from edge_runtime.decode import load_pixels
 from edge_runtime.dicom_builder import DicomBuilder
@@ -343,8 +344,9 @@ def run_command(
         )
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
-        if loaded is None and _builds_dicom(options.formats):  # forked while this process has no other thread
-            outputs.builder = DicomBuilder.fork(prepare=import_highdicom)
+        if _builds_dicom(options.formats):  # a one-shot run forks it while this process has no other thread
+            second_core = loaded is None and usable_cores() > 1
+            outputs.builder = DicomBuilder.fork(import_highdicom) if second_core else DicomBuilder(import_highdicom)
         if loaded is None:  # loads on a thread while discovery reads the headers (a compile is native code)
             loading = _load_model_in_background(options, backend, threads, batch_size)
         else:  # reused across runs: this run's report counts only this run's stage times

@@ -132,3 +132,22 @@ def test_the_inline_builder_runs_each_job_at_once_in_the_caller() -> None:
     with pytest.raises(ValueError, match="inline"):
         builder.submit(fail, "inline").result()
     builder.close()  # nothing to reap
+
+
+def write_pid(path: Path) -> None:
+    path.write_text(str(os.getpid()))
+
+
+def test_prepare_runs_once_where_the_jobs_run(tmp_path: Path) -> None:
+    forked = DicomBuilder.fork(prepare=lambda: write_pid(tmp_path / "forked"))
+    try:
+        child = forked.submit(pid_and_value, 0).result()[0]
+        assert int((tmp_path / "forked").read_text()) == child != os.getpid()
+    finally:
+        forked.close()
+    calls: list[int] = []
+    inline = DicomBuilder(prepare=lambda: calls.append(os.getpid()))
+    assert calls == []  # not before a job needs it
+    inline.submit(pid_and_value, 1)
+    inline.submit(pid_and_value, 2)
+    assert calls == [os.getpid()]

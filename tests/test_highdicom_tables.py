@@ -62,8 +62,10 @@ lean = sys.argv[1] == "lean"
 import highdicom
 if not lean:  # load the full table first: install() then leaves highdicom alone
     highdicom._standard_utils.get_module_attribute_map()
-from edge_runtime import highdicom_tables
+from edge_runtime import dicom_builder, highdicom_tables
 from edge_runtime.run import run_command
+# the DICOM jobs in this process (as `serve` runs them), so that the table installed here is theirs
+dicom_builder.DicomBuilder.fork = classmethod(lambda cls, prepare=None: cls(prepare))
 code = run_command(input=Path(sys.argv[2]), output=Path(sys.argv[3]), threads=1, backend="litert", formats="seg,sr")
 mapping = highdicom_tables._installed
 print("RESULT " + json.dumps({"code": code, "lean": mapping is not None, "loaded": len(mapping.loaded) if mapping else None}))

@@ -282,6 +282,34 @@ def test_a_dicom_builder_process_that_dies_costs_the_dicom_files_only(
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [], "staging folder left behind"
 
 
+_ON_CORES = """
+import os, sys
+from pathlib import Path
+os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: int(sys.argv[1])]))
+from edge_runtime.run import run_command
+sys.exit(run_command(input=Path(sys.argv[2]), output=Path(sys.argv[3]), model=Path(sys.argv[4]), quiet=True))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2 or not hasattr(os, "fork"),
+                    reason="needs CPU affinity, two cores and fork (Linux)")  # fmt: skip
+def test_the_dicom_files_are_built_in_a_second_process_only_where_a_second_core_exists(
+    tmp_path: Path, bands: Path
+) -> None:
+    pytest.importorskip("highdicom", reason="the DICOM outputs need the dicom-seg extra (highdicom)")
+    _write_study(tmp_path / "in", shifts=[0, 3])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for cores in (1, 2):
+        out = tmp_path / f"out{cores}"
+        done = subprocess.run([sys.executable, "-c", _ON_CORES, str(cores), str(tmp_path / "in"), str(out), str(bands)],
+                              capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads((out / "report.json").read_text())
+        assert ("dicom_builder" in report) == (cores == 2), report.get("dicom_builder")
+        assert {"seg", "sr"} <= set(report["series"][0]["outputs"]) and (out / "key_images.dcm").is_file()
+    assert report["dicom_builder"]["peak_rss_mb"] > 10
+
+
 # --------------------------------------------------------------------------- subprocess: no TensorFlow
 
 _PROBE = """
