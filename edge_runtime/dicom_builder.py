@@ -71,6 +71,7 @@ class DicomBuilder:
         self._pending: deque[Job] = deque()
         self._died: BuilderDied | None = None
         self.peak_rss_bytes: int | None = None  # the child's, once it is reaped (for report.json)
+        self._closed = False
 
     @classmethod
     def fork(cls, prepare: Callable[[], Any] | None = None) -> DicomBuilder:
@@ -110,6 +111,9 @@ class DicomBuilder:
     def submit(self, function: Callable[..., Any], *args: Any) -> Job:
         """Run `function(*args)` in the builder; its result comes from the returned Job."""
         job = Job(self)
+        if self._closed:
+            job._settle(error=RuntimeError("the DICOM builder is closed"))
+            return job
         if self.pid is None:
             if self._prepare is not None:
                 prepare, self._prepare = self._prepare, None
@@ -157,18 +161,19 @@ class DicomBuilder:
             self._pending.popleft()._settle(error=died)
 
     def close(self, kill: bool = False) -> None:
-        """Collect what is pending (or, with `kill`, stop the child at once), then reap the child."""
+        """Collect what is pending (or, with `kill`, stop the child at once), then reap the child.
+        A closed builder takes no more jobs."""
+        self._closed = True
         if self.pid is None:
             return
-        pid, self.pid = self.pid, None
+        pid = self.pid
         try:
             if kill:
                 os.kill(pid, signal.SIGKILL)
             elif self._pending:
-                self.pid = pid  # _collect reads through this builder
                 self._collect(self._pending[-1])
-                self.pid = None
         finally:
+            self.pid = None
             for stream in (self._send, self._receive):
                 with contextlib.suppress(OSError):
                     stream.close()

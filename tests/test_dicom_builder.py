@@ -55,7 +55,9 @@ def test_jobs_run_in_another_process_in_submission_order(tmp_path: Path) -> None
         assert (child != os.getpid(), child == builder.pid, value) == (True, True, 7)
     finally:
         builder.close()
-    assert builder.pid is None
+    assert builder.pid is None and builder.peak_rss_bytes > 0
+    with pytest.raises(RuntimeError, match="closed"):  # never silently in the caller after the child is gone
+        builder.submit(pid_and_value, 8).result()
 
 
 def test_a_jobs_exception_comes_back_with_its_type_and_message_and_the_next_job_still_runs() -> None:
