@@ -25,7 +25,6 @@ is written); 2 usage, model or output-folder error, or the folder is locked by a
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import signal
 import threading
@@ -46,6 +45,7 @@ from edge_runtime.cpu import usable_cores
 from edge_runtime.cutoffs import ABSOLUTE_STENOSIS_MM2, RELATIVE_STENOSIS_MM2
 from edge_runtime.decode import load_pixels
 from edge_runtime.dicom_builder import DicomBuilder
+from edge_runtime.dicom_seg import seg_unavailable_reason
 from edge_runtime.discovery import discover
 from edge_runtime.geometry import ap_axis
 from edge_runtime.highdicom_tables import import_highdicom
@@ -462,7 +462,7 @@ def _run(
 def _builds_dicom(formats: tuple[str, ...]) -> bool:
     """Whether the run may write DICOM files (SEG, SR, key-image Secondary Capture) and highdicom is there."""
     dicom = {OutputFormat.SEG, OutputFormat.SR, OutputFormat.SUMMARY}
-    return bool(dicom & set(formats)) and importlib.util.find_spec("highdicom") is not None
+    return bool(dicom & set(formats)) and seg_unavailable_reason() is None
 
 
 def _check_selection(study: Study, series: str | None) -> None:
