@@ -144,10 +144,9 @@ class SrWriter:
         except Exception as exc:  # an odd slice header: the SR only
             outcome.failed.append(InputIssue(series.folder, f"DICOM SR not written ({type(exc).__name__}: {exc})"))
             return
-        if not findings.slices:
-            outcome.notes.append("DICOM SR not written: no slice with a thecal sac measured in mm2")
         outcome.notes.extend(findings.notes)
         if not findings.slices:
+            outcome.notes.append("DICOM SR not written: no slice with a thecal sac measured in mm2")
             return
         final = result.folder / f"{series.name}_sr.dcm"
         groups, _ = plan_groups(series.name, series.slices)  # the SEG files this series' SEG job stages, if it runs
