@@ -39,7 +39,7 @@ class BuilderDied(RuntimeError):
 class Job:
     """The result of one submitted job, available from `result()` once the builder has run it."""
 
-    def __init__(self, builder: DicomBuilder | None = None) -> None:
+    def __init__(self, builder: DicomBuilder) -> None:
         self._builder = builder
         self._value: Any = _PENDING
         self._error: BaseException | None = None
@@ -53,7 +53,7 @@ class Job:
 
     def result(self) -> Any:
         """The job's return value (waiting for it); raises the job's own exception if it failed."""
-        if self.pending and self._builder is not None:
+        if self.pending:
             self._builder._collect(self)
         if self._error is not None:
             raise self._error
@@ -115,10 +115,8 @@ class DicomBuilder:
             job._settle(error=RuntimeError("the DICOM builder is closed"))
             return job
         if self.pid is None:
-            if self._prepare is not None:
-                prepare, self._prepare = self._prepare, None
-                with contextlib.suppress(Exception):  # the job that needs it raises the same error itself
-                    prepare()
+            prepare, self._prepare = self._prepare, None
+            _prepare_once(prepare)
             try:
                 job._settle(function(*args))
             except Exception as exc:
@@ -183,6 +181,13 @@ class DicomBuilder:
                 self._fail_pending(BuilderDied("the DICOM builder process was stopped"))
 
 
+def _prepare_once(prepare: Callable[[], Any] | None) -> None:
+    """Run `prepare` (an import) if given; a failure is left to the job that needs it, which raises it itself."""
+    if prepare is not None:
+        with contextlib.suppress(Exception):
+            prepare()
+
+
 def _write_frame(stream: Any, data: bytes) -> None:
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)
@@ -216,9 +221,7 @@ def _serve(jobs_fd: int, results_fd: int, prepare: Callable[[], Any] | None) -> 
                     return
 
     threading.Thread(target=read_jobs, name="dicom-builder-jobs", daemon=True).start()
-    if prepare is not None:
-        with contextlib.suppress(Exception):  # the job that needs it raises the same error itself
-            prepare()
+    _prepare_once(prepare)
     with os.fdopen(results_fd, "wb") as results:
         while (frame := frames.get()) is not None:
             try:
