@@ -10,6 +10,12 @@ every earlier one by more than MARGIN, so when times are within noise the lighte
 sha256, CPU signature, threads, candidate backends and their versions) and kept in a small JSON
 file in the user cache folder (edge_runtime.user_cache), so only the first run on a machine pays
 for the measurement.
+
+A one-shot `edge-seg run` also pays each runtime's start (its import, the model's load or compile,
+the first call) once for only a few dozen slices, so it picks by the whole job: start-up plus the
+slices times the per-slice time, both measured (start-up in fresh processes, after the timing, so a
+compiled-model cache is warm as it is in a run). A long-lived caller (`serve`, the benchmarks) gives
+no slice count and gets the per-slice choice.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 import statistics
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest
 
 CACHE_FILE = "backend-choice.json"
-CACHE_SCHEMA = "edge-seg-backend-choice/2"  # 2: isolated processes, blocks (1: one process, single calls)
+CACHE_SCHEMA = "edge-seg-backend-choice/3"  # 3: start-up times; 2: isolated processes, blocks; 1: one process
 MAX_ENTRIES = 64
 MARGIN = 0.03  # a later backend must be more than 3 % faster than every earlier one (the default stays within 5 %)
 MIN_AGREEMENT = 0.999  # share of probe pixels whose class must match the default backend's
@@ -46,6 +52,7 @@ BLOCKS = 10  # blocks per backend; a backend's time is the lower quartile of its
 QUANTILE = 25  # other processes only ever add time, and two-thread runtimes suffer unevenly from them: compare
 # the blocks in which each backend had its cores (the lower quartile), not how busy the box happened to be
 DISCARD = 2  # first calls of a block, dropped: a runtime whose threads were idle wakes them up
+STARTUP_REPEATS = 3  # fresh processes per backend for the start-up time (its median; taken in turn)
 PROBE_FILE = Path(__file__).resolve().parent / "models" / "probe_slice.json"
 
 
@@ -64,6 +71,8 @@ class BackendChoice:
     errors: dict[str, str] = field(default_factory=dict)  # candidates ruled out, with why
     measured_at: str | None = None
     cache_file: str | None = None
+    startup_ms: dict[str, float] = field(default_factory=dict)  # runtime import + model load + first call, fresh process
+    slices: int | None = None  # chosen for a job of about this many slices (None: per slice, a long-lived caller)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,6 +286,45 @@ def _worker(task_json: str) -> int:
     return 0
 
 
+_STARTUP_FLAG = "--backend-startup-worker"
+
+
+def _startup_worker(task_json: str) -> int:
+    """A process that opens one backend and runs the probe once, then prints the seconds that took
+    (the runtime's import included: what a run's process pays before its first slice)."""
+    import sys
+
+    task = json.loads(task_json)
+    model = Path(task["model"])
+    manifest = _manifest(model, None)
+    batch = probe_batch(int(task["size"]), int(task["channels"]))
+    start = time.perf_counter()
+    open_named(model, task["backend"], int(task["threads"]), manifest).predict(batch)
+    sys.stdout.write(json.dumps({"startup_s": time.perf_counter() - start}) + "\n")
+    return 0
+
+
+def measure_startup(model_path: Path, names: list[str], threads: int, manifest: Manifest,
+                    repeats: int = STARTUP_REPEATS) -> dict[str, float]:
+    """Median ms from a fresh process's first import of each backend to its first result, the
+    backends taken in turn; one that fails here is left out (it has no start-up time to compare)."""
+    import subprocess
+    import sys
+
+    size, channels = _input_shape(manifest)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            task = {"model": str(model_path), "backend": name, "threads": threads, "size": size, "channels": channels}
+            try:
+                done = subprocess.run([sys.executable, "-m", "edge_runtime.backend_choice", _STARTUP_FLAG,
+                                       json.dumps(task)], capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S)
+                samples[name].append(1000.0 * float(json.loads(done.stdout.splitlines()[-1])["startup_s"]))
+            except (subprocess.SubprocessError, OSError, ValueError, IndexError, KeyError):
+                continue
+    return {name: round(statistics.median(values), 1) for name, values in samples.items() if values}
+
+
 def measure(
     backends: dict[str, Backend], batch: np.ndarray, warmup: int = WARMUP, rounds: int = ROUNDS, blocks: int = BLOCKS
 ) -> Measurement:
@@ -352,6 +400,47 @@ def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN)
     return next(name for name in measured if timings_ms[name] <= fastest * (1.0 + margin))
 
 
+def pick_for_run(timings_ms: dict[str, float], startup_ms: dict[str, float], order: list[str], slices: int,
+                 margin: float = MARGIN) -> str:
+    """`pick` by the whole job: start-up plus `slices` warm calls (a backend without a start-up
+    time is judged per slice only)."""
+    return pick({name: startup_ms.get(name, 0.0) + slices * ms for name, ms in timings_ms.items()}, order, margin)
+
+
+def runs_below(choice: BackendChoice, order: list[str], limit: int = 1_000_000) -> tuple[str, int] | None:
+    """(backend, n): one-shot runs of fewer than n slices take `backend` rather than the per-slice
+    choice, for its quicker start-up; None when the per-slice choice also starts quickest."""
+    if not choice.timings_ms or not choice.startup_ms:
+        return None
+    small = pick_for_run(choice.timings_ms, choice.startup_ms, order, 1)
+    if small == choice.backend:
+        return None
+    low, high = 1, limit  # pick_for_run(.., low) != per-slice choice; find the first n where it is
+    if pick_for_run(choice.timings_ms, choice.startup_ms, order, high) != choice.backend:
+        return small, limit
+    while high - low > 1:
+        middle = (low + high) // 2
+        if pick_for_run(choice.timings_ms, choice.startup_ms, order, middle) == choice.backend:
+            high = middle
+        else:
+            low = middle
+    return small, high
+
+
+def for_run(choice: BackendChoice, slices: int | None, order: list[str]) -> BackendChoice:
+    """`choice` (per slice) turned into the choice for a job of about `slices` slices."""
+    if slices is None or not choice.timings_ms or not choice.startup_ms:
+        return choice
+    chosen = pick_for_run(choice.timings_ms, choice.startup_ms, order, slices)
+    costs = ", ".join(f"{name} {choice.startup_ms[name]:.0f} + {slices} x {choice.timings_ms[name]:.2f} = "
+                      f"{choice.startup_ms[name] + slices * choice.timings_ms[name]:.0f} ms"
+                      for name in order if name in choice.timings_ms and name in choice.startup_ms)
+    reason = (f"for a run of about {slices} slices, start-up (runtime import, model load, first call; fresh "
+              f"processes) plus the slices: {costs}; {chosen} costs least" if chosen != choice.backend else
+              f"for a run of about {slices} slices {chosen} is also quickest with its start-up counted ({costs})")
+    return replace(choice, backend=chosen, slices=slices, reason=f"{reason}. Per slice: {choice.reason}")
+
+
 def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
     fastest = min(timings_ms, key=lambda name: timings_ms[name])
     others = ", ".join(f"{n} {timings_ms[n]:.2f}" for n in order if n in timings_ms and n != chosen)
@@ -384,9 +473,11 @@ def _manifest(model_path: Path, manifest: Manifest | None) -> Manifest:
         raise BackendError(f"--backend auto needs the model's manifest: {exc}") from exc
 
 
-def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None) -> tuple[Backend, BackendChoice]:
+def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None,
+              slices: int | None = None) -> tuple[Backend, BackendChoice]:
     """Open the backend `auto` picks for this model: the only candidate, the cached choice, or
-    the winner of a measurement made now (and cached)."""
+    the winner of a measurement made now (and cached); for a job of about `slices` slices (a
+    one-shot run) the winner by start-up plus slices, otherwise by the time per slice."""
     manifest = _manifest(model_path, manifest)
     candidates = candidate_backends(model_path)
     if not candidates:
@@ -397,35 +488,39 @@ def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None) 
         return open_named(model_path, name, threads, manifest), BackendChoice(name, threads, "auto", "only candidate", reason)
     cached = cached_choice(manifest.sha256, threads, candidates)
     if cached is not None:
+        choice = for_run(cached, slices, candidates)
         try:
-            return open_named(model_path, cached.backend, threads, manifest), cached
+            return open_named(model_path, choice.backend, threads, manifest), choice
         except BackendError:
             pass  # the cached backend broke since: measure again
-    return measure_and_open(model_path, threads, manifest, candidates)
+    choice = measure_choice(model_path, threads, manifest, candidates)
+    choice = for_run(choice, slices, candidates)
+    return open_named(model_path, choice.backend, threads, manifest), choice
 
 
-def measure_and_open(
-    model_path: Path, threads: int, manifest: Manifest, candidates: list[str]
-) -> tuple[Backend, BackendChoice]:
-    """Probe and time every candidate, each in a process of its own; open the winner here, cache the choice."""
+def measure_choice(model_path: Path, threads: int, manifest: Manifest, candidates: list[str]) -> BackendChoice:
+    """Probe and time every candidate, each in a process of its own, then time each one's start-up;
+    cache the per-slice choice (with the times a run's choice is made from)."""
     found = measure_isolated(model_path, candidates, threads, manifest)
     errors = dict(found.errors)
     if not found.timings_ms:
         raise BackendError("; ".join(errors.values()))
     chosen = pick(found.timings_ms, candidates)
-    backend = open_named(model_path, chosen, threads, manifest)
+    startup = measure_startup(model_path, [name for name in candidates if name in found.timings_ms], threads, manifest)
     reason = _reason(chosen, found.timings_ms, candidates, threads)
+    if startup:
+        reason += "; start-up in a fresh process: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in startup.items())
     if errors:
         reason += "; ruled out: " + ", ".join(sorted(errors))
     choice = BackendChoice(
         chosen, threads, "auto", "measured", reason, found.timings_ms, found.block_medians_ms, found.agreement, errors,
-        datetime.now(UTC).isoformat(timespec="seconds"), str(cache_path()),
+        datetime.now(UTC).isoformat(timespec="seconds"), str(cache_path()), startup,
     )
     problem = _store(choice_key(manifest.sha256, threads, candidates), choice)
     if problem is not None:
         choice.reason += f"; not cached ({problem})"
         choice.cache_file = None
-    return backend, choice
+    return choice
 
 
 if __name__ == "__main__":  # the measuring process of `_Isolated`
@@ -433,4 +528,6 @@ if __name__ == "__main__":  # the measuring process of `_Isolated`
 
     if len(sys.argv) == 3 and sys.argv[1] == _WORKER_FLAG:
         sys.exit(_worker(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] == _STARTUP_FLAG:
+        sys.exit(_startup_worker(sys.argv[2]))
     sys.exit(f"usage: python -m edge_runtime.backend_choice {_WORKER_FLAG} TASK_JSON (started by --backend auto)")

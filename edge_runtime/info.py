@@ -76,7 +76,7 @@ def backend_section(model_path: Path, manifest: Manifest, threads: int | None, m
     Without `measure` nothing is loaded: the choice comes from the cache (or is the only
     candidate); with it, every candidate is probed now and the cache updated.
     """
-    from edge_runtime.backend_choice import BackendChoice, cached_choice, measure_and_open
+    from edge_runtime.backend_choice import BackendChoice, cached_choice, measure_choice, runs_below
     from edge_runtime.backends import candidate_backends, check_threads, open_named
 
     threads = check_threads(threads)
@@ -89,10 +89,13 @@ def backend_section(model_path: Path, manifest: Manifest, threads: int | None, m
         choice = BackendChoice(name, threads, "auto", "only candidate", f"{name} is the only installed backend for "
                                f"{model_path.suffix} models")
     elif measure and candidates:
-        choice = measure_and_open(model_path, threads, manifest, candidates)[1]
+        choice = measure_choice(model_path, threads, manifest, candidates)
     elif candidates:
         choice = cached_choice(manifest.sha256, threads, candidates)
-    return {"installed": candidates, "threads": threads, "auto": choice.to_dict() if choice else None}
+    auto = None
+    if choice is not None:
+        auto = choice.to_dict() | {"one_shot_below": runs_below(choice, candidates)}
+    return {"installed": candidates, "threads": threads, "auto": auto}
 
 
 def _backend_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
@@ -104,6 +107,10 @@ def _backend_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
         text = f"{auto['backend']} ({auto['source']}): {auto['reason']}"
     threads = section["threads"]
     rows = [("backends installed", installed), (f"backend auto ({threads} thread{'s' if threads != 1 else ''})", text)]
+    if auto is not None and auto.get("one_shot_below"):
+        name, slices = auto["one_shot_below"]
+        rows.append(("backend auto, one-shot run", f"`edge-seg run` on fewer than {slices} files takes {name}: it starts "
+                     "quicker, and the per-slice gain would not pay for the other's start-up"))
     return rows + [(f"ruled out: {name}", why) for name, why in (auto or {}).get("errors", {}).items()]
 
 

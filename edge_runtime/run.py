@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -155,9 +156,23 @@ def _needed_bytes(selected: list[Series], formats: tuple[str, ...]) -> int:
     return int(pixels * per_pixel) + (1 << 20)
 
 
+def files_under(input_path: Path, limit: int = 100_000) -> int:
+    """How many files the input holds (a file: 1), up to `limit`, without reading any: the most
+    slices a run can segment, which `--backend auto` weighs against each runtime's start-up."""
+    if not input_path.is_dir():
+        return 1
+    count = 0
+    for _, _, names in os.walk(input_path):
+        count += len(names)
+        if count >= limit:
+            return limit
+    return count
+
+
 def _load_model(options: RunOptions, backend: str, threads: int | None, batch_size: int) -> Segmenter:
     try:
-        return Segmenter(options.model, backend=backend, threads=threads, batch_size=batch_size)
+        return Segmenter(options.model, backend=backend, threads=threads, batch_size=batch_size,
+                         slices=files_under(options.input))
     except (ManifestError, BackendError, ValueError):
         raise
     except Exception as exc:  # a hostile manifest or model file: name it, exit 2, no traceback

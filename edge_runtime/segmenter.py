@@ -47,7 +47,8 @@ class Segmenter:
     and thread count); `choice` says which one runs and why, for info and report.json.
     """
 
-    def __init__(self, model_path: Path, backend: str = "auto", threads: int | None = None, batch_size: int = 8) -> None:
+    def __init__(self, model_path: Path, backend: str = "auto", threads: int | None = None, batch_size: int = 8,
+                 slices: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         start = time.perf_counter()
@@ -61,7 +62,7 @@ class Segmenter:
         self.backend: Backend
         self.choice: BackendChoice
         if backend == "auto":
-            self.backend, self.choice = open_auto(self.model_path, threads, self.manifest)
+            self.backend, self.choice = open_auto(self.model_path, threads, self.manifest, slices)
         else:
             self.backend = open_backend(self.model_path, backend, threads, self.manifest)
             self.choice = BackendChoice(backend, threads, backend, "explicit", f"--backend {backend} was given")

@@ -16,11 +16,15 @@ from edge_runtime.backend_choice import (
     DISCARD,
     MARGIN,
     cache_path,
+    choice_key,
     measure,
     measure_isolated,
+    measure_startup,
     open_auto,
     pick,
+    pick_for_run,
     probe_batch,
+    runs_below,
 )
 from edge_runtime.backends import open_backend
 from edge_runtime.manifest import read_manifest
@@ -54,6 +58,37 @@ def test_a_later_backend_wins_only_when_faster_by_more_than_the_margin(timings: 
     assert timings[chosen] <= min(timings.values()) * (1 + MARGIN)
 
 
+@pytest.mark.parametrize(
+    ("slices", "chosen"),
+    [
+        (15, "litert"),  # 40 + 15 x 2.7 = 80.5 ms against 130 + 15 x 2.2 = 163 ms
+        (100, "litert"),  # 310 against 350
+        (300, "openvino"),  # 850 against 790: the per-slice gain pays for the start-up
+        (10_000, "openvino"),
+    ],
+)
+def test_a_one_shot_run_weighs_each_backends_start_up_against_its_slices(slices: int, chosen: str) -> None:
+    timings, startup = {"litert": 2.7, "openvino": 2.2}, {"litert": 40.0, "openvino": 130.0}
+    assert pick_for_run(timings, startup, ["litert", "openvino"], slices) == chosen
+    assert pick(timings, ["litert", "openvino"]) == "openvino"  # per slice (serve, benchmarks)
+
+
+def test_a_backend_without_a_start_up_time_is_judged_per_slice() -> None:
+    assert pick_for_run({"litert": 2.7, "openvino": 2.2}, {"litert": 40.0}, ["litert", "openvino"], 15) == "openvino"
+
+
+def test_info_names_the_run_size_below_which_the_quick_starting_backend_runs() -> None:
+    from edge_runtime.backend_choice import BackendChoice
+
+    timings, startup = {"litert": 2.7, "openvino": 2.2}, {"litert": 40.0, "openvino": 130.0}
+    choice = BackendChoice("openvino", 1, "auto", "measured", "", timings, startup_ms=startup)
+    # litert keeps the job while it costs at most 1 + MARGIN times openvino's: brute force over n
+    first = next(n for n in range(1, 10_000) if 40.0 + 2.7 * n > (1 + MARGIN) * (130.0 + 2.2 * n))
+    assert runs_below(choice, ["litert", "openvino"]) == ("litert", first) and first == 217
+    quick = BackendChoice("openvino", 1, "auto", "measured", "", timings, startup_ms={"litert": 40.0, "openvino": 30.0})
+    assert runs_below(quick, ["litert", "openvino"]) is None
+
+
 def test_the_probe_slice_is_real_looking_anatomy() -> None:
     """The probe is a phantom slice through a disc: the model finds every class in it."""
     probe = probe_batch(160)
@@ -73,6 +108,8 @@ def test_auto_measures_once_then_uses_the_cached_choice(cache: Path) -> None:
     assert choice.backend == pick(choice.timings_ms, ["litert", "openvino"]) == backend.name
     assert choice.timings_ms[choice.backend] <= min(choice.timings_ms.values()) * (1 + MARGIN)
     assert choice.backend in choice.reason and "ms/slice" in choice.reason
+    assert set(choice.startup_ms) == {"litert", "openvino"} and min(choice.startup_ms.values()) > 0
+    assert choice.slices is None  # no slice count given: the per-slice choice
     data = json.loads(cache_path().read_text())
     assert data["schema"] == CACHE_SCHEMA
     (key,) = data["entries"]
@@ -81,6 +118,7 @@ def test_auto_measures_once_then_uses_the_cached_choice(cache: Path) -> None:
     again, cached = open_auto(TFLITE, 1, manifest)
     assert cached.source == "cached" and cached.backend == choice.backend == again.name
     assert cached.measured_at == choice.measured_at and cached.timings_ms == choice.timings_ms
+    assert cached.startup_ms == choice.startup_ms
 
     _, other = open_auto(TFLITE, 2, manifest)  # another thread count is another measurement
     assert other.source == "measured" and other.threads == 2
@@ -227,3 +265,45 @@ def test_a_backend_that_cannot_open_in_its_process_is_ruled_out_by_name() -> Non
     found = measure_isolated(TFLITE, ["litert", "onnxruntime"], 1, read_manifest(TFLITE), warmup=1, rounds=2, blocks=1)
     assert set(found.timings_ms) == {"litert"}
     assert found.errors["onnxruntime"].startswith("onnxruntime cannot run this model (RuntimeError: BackendError: ")
+
+
+def test_start_up_is_timed_in_fresh_processes_per_backend() -> None:
+    startup = measure_startup(TFLITE, ["litert", "onnxruntime"], 1, read_manifest(TFLITE), repeats=2)
+    assert set(startup) == {"litert"}  # onnxruntime cannot open a .tflite file: no time, not a crash
+    assert 0.0 < startup["litert"] < 60_000.0
+
+
+def _cache_entry(manifest, threads: int, timings: dict, startup: dict) -> None:
+    from edge_runtime.backend_choice import BackendChoice, _store
+
+    candidates = ["litert", "openvino"]
+    choice = BackendChoice(pick(timings, candidates), threads, "auto", "measured", "written by the test", timings,
+                           startup_ms=startup)
+    assert _store(choice_key(manifest.sha256, threads, candidates), choice) is None
+
+
+def test_a_short_run_takes_the_quick_starting_backend_and_a_long_lived_caller_the_per_slice_winner(cache: Path) -> None:
+    """Both backends really open; the cached times decide (set here so that the two answers differ)."""
+    _needs_openvino()
+    manifest = read_manifest(TFLITE)
+    _cache_entry(manifest, 1, {"litert": 2.7, "openvino": 2.2}, {"litert": 40.0, "openvino": 130.0})
+    backend, choice = open_auto(TFLITE, 1, manifest, slices=15)
+    assert backend.name == choice.backend == "litert" and choice.slices == 15 and choice.source == "cached"
+    assert "about 15 slices" in choice.reason and "litert 40 + 15 x 2.70 = 80 ms" in choice.reason
+    backend, choice = open_auto(TFLITE, 1, manifest)
+    assert backend.name == choice.backend == "openvino" and choice.slices is None
+    backend, choice = open_auto(TFLITE, 1, manifest, slices=5000)
+    assert backend.name == "openvino" and "also quickest" in choice.reason
+
+
+def test_a_run_counts_its_input_files_for_the_backend_choice(tmp_path: Path, cache: Path) -> None:
+    from edge_runtime.run import run_command
+
+    _needs_openvino()
+    study = _study_subset(tmp_path / "in", n=4)
+    manifest = read_manifest(TFLITE)
+    _cache_entry(manifest, 1, {"litert": 2.7, "openvino": 2.2}, {"litert": 40.0, "openvino": 130.0})
+    assert run_command(input=study, output=tmp_path / "out", threads=1, formats="npy,report") == 0
+    model = json.loads((tmp_path / "out" / "report.json").read_text())["model"]
+    assert model["backend"] == model["backend_choice"]["backend"] == "litert"
+    assert model["backend_choice"]["slices"] == 4
