@@ -350,6 +350,7 @@ def run(
         ts_absolute_mm2=ts_absolute,
         json_output=json_output,
         batch_size=batch_size,
+        fork_builder=bool(_CONSOLE_SCRIPT),  # a fresh process with no thread of ours yet; never under CliRunner
     )
     _EXIT_NOW.append(status)  # run_command returned: every output is committed (or removed), the lock released
     raise typer.Exit(status)
@@ -549,6 +550,8 @@ def serve(
 # `edge-seg run` sets this once run_command has returned; main() then ends the process without
 # the interpreter's teardown (0.1-0.2 s of freeing pydicom/highdicom objects on a one-shot run).
 _EXIT_NOW: list[int] = []
+# Set by main(): this process is the console script's own, so `run` may fork its DICOM builder.
+_CONSOLE_SCRIPT: list[bool] = []
 
 
 def _fewer_collections() -> None:
@@ -577,6 +580,7 @@ def _exit_fast(code: int) -> None:
 
 
 def main() -> None:
+    _CONSOLE_SCRIPT.append(True)
     try:
         app()
     except SystemExit as exc:

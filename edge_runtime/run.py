@@ -329,12 +329,17 @@ def run_command(
     rules: Path | None = None,
     loaded: Segmenter | None = None,
     quiet: bool = False,
+    fork_builder: bool = False,
 ) -> int:
     """Segment every selected series under `input` into `output`; returns the exit status.
 
     `loaded`: an already-loaded Segmenter (model, backend) to reuse, as the long-lived
     `edge-seg serve` worker does; `model`, `threads`, `backend` and `batch_size` are then
     ignored. `quiet`: print nothing on success (the caller reads OUTPUT/summary.json).
+    `fork_builder`: build the DICOM files in a forked process (on two or more cores). Only for
+    a caller that knows its process runs no other thread yet, as the console script does: a
+    thread holding a lock at the fork (malloc's, the import lock, a library's) leaves the child
+    waiting for it forever, as a test process that had imported TensorFlow once saw.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -360,7 +365,7 @@ def run_command(
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
         if _builds_dicom(options.formats):  # a one-shot run forks it while this process has no other thread
-            second_core = loaded is None and usable_cores() > 1
+            second_core = fork_builder and loaded is None and usable_cores() > 1
             outputs.builder = DicomBuilder.fork(import_highdicom) if second_core else DicomBuilder(import_highdicom)
         if loaded is None:  # loads on a thread while discovery reads the headers (a compile is native code)
             loading = _load_model_in_background(options, backend, threads, batch_size)
