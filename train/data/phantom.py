@@ -291,6 +291,10 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         # real sacs fill most of the canal: often no visible fat beside them, a thin pad behind
         post_fat, hyper, flavum = rng.uniform(0.4, 4.5), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
         lat_fat = rng.uniform(0.1, 2.5)
+    # a tight canal template: on real slices the sac reaches the flava and the recesses are slits, and
+    # a wider template taught every model to keep a ring of epidural space inside a real T2 sac
+    lat_fat *= 0.3
+    flavum *= 0.75
     psoas_r = np.array([(10.0, 13.0), (14.0, 17.0), (17.0, 20.0)][k]) * scale * rng.uniform(0.85, 1.15)
     return LevelAnatomy(
         disc=disc,
@@ -516,6 +520,9 @@ def _vessel_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
     return ops
 
 
+FORAMEN_OUT = 3.5  # mm from the bony canal's side to the foramen's centre
+
+
 def _canal_shape(lv: LevelAnatomy, d: _Derived, foramina: bool) -> Shape:
     """Bony canal: rounded in front of the sac's centre, a V behind it, lateral recesses, foramina."""
     f = lv.frame
@@ -527,10 +534,10 @@ def _canal_shape(lv: LevelAnatomy, d: _Derived, foramina: bool) -> Shape:
     ]
     for side in (-1.0, 1.0):
         ru = d.w_out - 0.5
-        parts.append(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.8, 4.5, 2.6, -side * 0.3))
+        parts.append(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.8, 2.8, 1.8, -side * 0.3))
         if foramina:
-            fu = d.w_out + 5.0
-            parts.append(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.2, 5.0, 3.2, -side * 0.45))
+            fu = d.w_out + FORAMEN_OUT
+            parts.append(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.2, 3.0, 2.0, -side * 0.45))
     return Union(*parts)
 
 
@@ -559,11 +566,11 @@ def _canal_ops(lv: LevelAnatomy, d: _Derived, foramina: bool) -> list[Op]:
     ops.append(Paint(Inter(Diff(canal, inner), behind), T.FLAVUM))
     for side in (-1.0, 1.0):  # traversing root in the lateral recess, exiting root in the foramen
         ru = d.w_out - 0.5
-        ops.append(Paint(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.9, 1.7, 1.4),
+        ops.append(Paint(ellipse(f, side * ru, _disc_back(lv, d, ru) + 1.9, 1.5, 1.2),
                          T.ROOT, frozenset({T.EPIDURAL_FAT})))
         if foramina:
-            fu = d.w_out + 5.5
-            ops.append(Paint(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.4, 2.6, 2.0),
+            fu = d.w_out + FORAMEN_OUT + 0.3
+            ops.append(Paint(ellipse(f, side * fu, _disc_back(lv, d, fu) + 2.3, 1.8, 1.4),
                              T.ROOT, frozenset({T.EPIDURAL_FAT})))
     tsr = (lv.ts_w / 2, lv.ts_ap / 2)
     ops.append(Paint(_sac_shape(f, du, tv, *tsr, lv.sac_triangle), T.DURA))
