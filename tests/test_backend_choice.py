@@ -15,6 +15,7 @@ from edge_runtime.backend_choice import (
     CACHE_SCHEMA,
     DISCARD,
     MARGIN,
+    MIN_AGREEMENT,
     cache_path,
     choice_key,
     measure,
@@ -257,7 +258,7 @@ def test_auto_times_each_backend_in_a_process_of_its_own(cache: Path) -> None:
     manifest = read_manifest(TFLITE)
     found = measure_isolated(TFLITE, ["litert", "openvino"], 1, manifest, warmup=1, rounds=3, blocks=2)
     assert set(found.timings_ms) == {"litert", "openvino"} and found.errors == {}
-    assert found.agreement == {"litert": 1.0, "openvino": 1.0}
+    assert found.agreement["litert"] == 1.0 and found.agreement["openvino"] >= MIN_AGREEMENT
     assert all(len(v) == 2 for v in found.block_medians_ms.values())
 
 

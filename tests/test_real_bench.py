@@ -118,7 +118,8 @@ def test_bench_real_agrees_with_the_independent_scorer(tmp_path: Path) -> None:
         shutil.copy(REAL / f"{name}.png", images / f"{name}.png")
     reference = tmp_path / "reference.jsonl"
     reference.write_text("\n".join(lines) + "\n")
-    result = bench_real(None, images, reference, tmp_path / "bench", threads=1)
+    # one backend on both sides: auto may pick another for a short run than for the benchmark
+    result = bench_real(None, images, reference, tmp_path / "bench", threads=1, backend="litert")
     summary = result["summary"]["all"]
     assert summary["slices"] == 6 and summary["n_ts"] == 6
     sheet = Image.open(tmp_path / "bench" / "real_contact_sheet.png")
@@ -128,7 +129,7 @@ def test_bench_real_agrees_with_the_independent_scorer(tmp_path: Path) -> None:
     if not SCORER.is_file():
         pytest.skip(f"independent scorer not at {SCORER}")
     exe = Path(sys.executable).with_name("edge-seg")
-    run = subprocess.run([str(exe), "run", str(images), "-o", str(tmp_path / "run"), "--threads", "1"],
+    run = subprocess.run([str(exe), "run", str(images), "-o", str(tmp_path / "run"), "--threads", "1", "--backend", "litert"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     scored = subprocess.run([sys.executable, str(SCORER), str(images), str(tmp_path / "run"), str(reference)],
