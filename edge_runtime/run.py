@@ -339,7 +339,8 @@ def run_command(
     `fork_builder`: build the DICOM files in a forked process (on two or more cores). Only for
     a caller that knows its process runs no other thread yet, as the console script does: a
     thread holding a lock at the fork (malloc's, the import lock, a library's) leaves the child
-    waiting for it forever, as a test process that had imported TensorFlow once saw.
+    waiting for it forever. A test process saw this: an onnxruntime session it had loaded was
+    freed in the child, and its destructor waited on a thread pool that a fork does not copy.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
