@@ -32,6 +32,7 @@ from edge_runtime.labels import CLASSES, FOREGROUND
 from edge_runtime.measure import StenosisThresholds, measure_slice
 from edge_runtime.progress import progress_bar
 from edge_runtime.tolerances import check_gates
+from train.data.mendeley import NOMINAL_PIXEL_SPACING_MM
 
 __all__ = [
     "BASELINE_LABEL",
@@ -49,10 +50,6 @@ __all__ = [
     "run_accuracy",
     "write_accuracy",
 ]
-
-NOMINAL_PIXEL_SPACING_MM = (0.6875, 0.6875)
-"""Label PNGs carry no spacing; the Mendeley axial series (and the phantom) are 0.6875 mm."""
-
 
 def clinical_agreement(
     predictions: Sequence[Any],
@@ -225,7 +222,7 @@ def baseline_accuracy(
 
 
 def _spacing_for(pairs) -> tuple[list[float], str]:
-    spacings = {tuple(getattr(p, "pixel_spacing", None) or ()) for p in pairs}
+    spacings = {p.pixel_spacing for p in pairs}
     if len(spacings) == 1 and (only := spacings.pop()):
         return [float(v) for v in only], "data"
     return list(NOMINAL_PIXEL_SPACING_MM), "nominal"

@@ -245,7 +245,7 @@ def bench_real(model: Path | None, images: Path, reference: Path, out: Path | No
     model_path = resolve_model(model)
     segmenter = Segmenter(model_path, backend=backend, threads=threads)
     pixels = [read_slice(path) for _, path in found]
-    results = segmenter.segment(pixels)
+    results = segmenter.segment(pixels, [(pixel_spacing, pixel_spacing)] * len(pixels))
     failed = [(ref.name, r.error) for (ref, _), r in zip(found, results, strict=True) if r.mask is None]
     if failed:
         raise RealBenchError(f"segmentation failed for {failed[0][0]}: {failed[0][1]}")

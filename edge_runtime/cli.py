@@ -198,6 +198,14 @@ def train(
     class_weights: Annotated[
         str | None, typer.Option(help="Loss weight per class, BG,IVD,PE,TS,AAP (e.g. 1,1,1,2,1); default all 1.")
     ] = None,
+    field_of_view_mm: Annotated[
+        float | None,
+        typer.Option(help="The model sees a centred square of this many mm (needs pixel spacing at run time); "
+                     "default: the whole slice."),
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from this run folder's weights (same architecture): fine-tuning.")
+    ] = None,
 ) -> None:
     """Train a U-Net or ResNet-U-Net (needs the 'train' extra)."""
     command = load_command("train.fit", "train_command", needs="train")
@@ -216,6 +224,8 @@ def train(
         resume=resume,
         time_budget=time_budget,
         class_weights=class_weights,
+        field_of_view_mm=field_of_view_mm,
+        init_from=init_from,
     )
 
 
@@ -323,6 +333,11 @@ def run(
     ts_relative: Annotated[float, typer.Option(help="Sac area (mm2) below which stenosis is relative.")] = RELATIVE_STENOSIS_MM2,
     ts_absolute: Annotated[float, typer.Option(help="Sac area (mm2) below which stenosis is absolute.")] = ABSOLUTE_STENOSIS_MM2,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per inference call (models with a free batch).")] = 8,
+    pixel_spacing: Annotated[
+        float | None,
+        typer.Option(help="mm per pixel of PNG/NPY slices (DICOM carries its own): areas in mm2, and needed by a "
+                     "model that sees a fixed field of view, as the bundled one does."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead of a table.")] = False,
 ) -> None:
     """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow).
@@ -350,6 +365,7 @@ def run(
         ts_absolute_mm2=ts_absolute,
         json_output=json_output,
         batch_size=batch_size,
+        pixel_spacing=pixel_spacing,
         fork_builder=bool(_CONSOLE_SCRIPT),  # a fresh process with no thread of ours yet; never under CliRunner
     )
     _EXIT_NOW.append(status)  # run_command returned: every output is committed (or removed), the lock released

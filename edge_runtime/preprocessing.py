@@ -1,4 +1,5 @@
-"""Slice preprocessing shared by training and inference: intensity normalisation and resizing.
+"""Slice preprocessing shared by training and inference: the window the model sees, intensity
+normalisation and resizing.
 
 Training (train/) and the edge runtime call exactly these functions, so a model never sees
 inputs prepared differently from how it was trained. The spec travels in each model manifest.
@@ -12,15 +13,23 @@ import numpy as np
 
 SPEC_VERSION = 1
 
+PixelSpacing = float | tuple[float, float] | list[float] | None  # mm per pixel: one value or (row, column)
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """How a raw slice becomes a model input; stored in every manifest and checked at load."""
+    """How a raw slice becomes a model input; stored in every manifest and checked at load.
+
+    field_of_view_mm: the model sees a centred square of this many mm (cropped or padded, then
+    resized to input_size), so anatomy spans the same pixels whatever the scanner's field of view;
+    slices must then come with their pixel spacing. None: the whole slice, padded to a square.
+    """
 
     input_size: int = 256
     clip_low_percentile: float = 0.5
     clip_high_percentile: float = 99.5
     pad_to_square: bool = True
+    field_of_view_mm: float | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -31,6 +40,8 @@ class PreprocessSpec:
                 "need 0 <= clip_low_percentile < clip_high_percentile <= 100, got "
                 f"{self.clip_low_percentile}, {self.clip_high_percentile}"
             )
+        if self.field_of_view_mm is not None and not (self.field_of_view_mm > 0 and self.pad_to_square):
+            raise ValueError(f"field_of_view_mm needs a value > 0 and pad_to_square, got {self.field_of_view_mm}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +57,12 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class SliceGeometry:
-    """Where the original slice sits inside the padded square, to undo prepare_slice."""
+    """Where the original slice sits in the square window the model sees, to undo prepare_slice.
+
+    side: the window's side in slice pixels (0: no window, the slice is resized as it is);
+    pad_top/pad_left: the slice's top-left corner inside the window, negative where the window
+    crops the slice.
+    """
 
     height: int
     width: int
@@ -110,59 +126,117 @@ def resize_labels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-def _pad_geometry(height: int, width: int, spec: PreprocessSpec) -> SliceGeometry:
-    if not spec.pad_to_square:
+def _window_geometry(height: int, width: int, spec: PreprocessSpec, pixel_spacing: PixelSpacing) -> SliceGeometry:
+    if spec.field_of_view_mm is not None:
+        side = max(1, round(spec.field_of_view_mm / _square_spacing(pixel_spacing, spec.field_of_view_mm)))
+    elif spec.pad_to_square:
+        side = max(height, width)
+    else:
         return SliceGeometry(height, width, 0, 0, 0)
-    side = max(height, width)
     return SliceGeometry(height, width, (side - height) // 2, (side - width) // 2, side)
 
 
-def _pad(data: np.ndarray, geometry: SliceGeometry, fill: float) -> np.ndarray:
-    if geometry.side == 0 or geometry.height == geometry.width:
+def _square_spacing(pixel_spacing: PixelSpacing, field_of_view_mm: float) -> float:
+    """One mm-per-pixel figure (geometric mean of row and column spacing) for the window's side."""
+    if pixel_spacing is None:
+        raise ValueError(f"this model sees a {field_of_view_mm:g} mm field of view and needs the slice's pixel spacing")
+    values = np.atleast_1d(np.asarray(pixel_spacing, dtype=np.float64))
+    if values.size not in (1, 2) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"pixel spacing must be one or two values > 0 mm, got {pixel_spacing!r}")
+    return float(np.sqrt(values.prod())) if values.size == 2 else float(values[0])
+
+
+def window_overlap(geometry: SliceGeometry) -> tuple[slice, slice, slice, slice]:
+    """(window rows, window cols, slice rows, slice cols) of the part of the slice inside the window."""
+    top, left = max(0, geometry.pad_top), max(0, geometry.pad_left)
+    bottom = min(geometry.side, geometry.pad_top + geometry.height)
+    right = min(geometry.side, geometry.pad_left + geometry.width)
+    return (
+        slice(top, bottom),
+        slice(left, right),
+        slice(top - geometry.pad_top, bottom - geometry.pad_top),
+        slice(left - geometry.pad_left, right - geometry.pad_left),
+    )
+
+
+def _is_identity(geometry: SliceGeometry) -> bool:
+    return geometry.side == 0 or (geometry.side == geometry.height == geometry.width)
+
+
+def visible_part(data: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """The rows and columns of a slice-sized array that fall inside the window."""
+    if _is_identity(geometry):
         return data
-    out = np.full((geometry.side, geometry.side, *data.shape[2:]), fill, dtype=data.dtype)
-    out[
-        geometry.pad_top : geometry.pad_top + geometry.height,
-        geometry.pad_left : geometry.pad_left + geometry.width,
-    ] = data
+    _, _, rows, cols = window_overlap(geometry)
+    return data[rows, cols]
+
+
+def place_in_window(visible: np.ndarray, geometry: SliceGeometry, fill) -> np.ndarray:
+    """The window-sized array: `visible` (from visible_part) at its place, `fill` around it."""
+    if _is_identity(geometry):
+        return visible
+    out = np.empty((geometry.side, geometry.side, *visible.shape[2:]), dtype=visible.dtype)
+    out[...] = fill
+    rows, cols, _, _ = window_overlap(geometry)
+    out[rows, cols] = visible
     return out
 
 
-def prepare_slice(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, SliceGeometry]:
+def window_geometry(shape: tuple[int, ...], spec: PreprocessSpec, pixel_spacing: PixelSpacing = None) -> SliceGeometry:
+    """Where a slice of `shape` (rows, cols, ...) sits in the window `spec` asks for."""
+    return _window_geometry(int(shape[0]), int(shape[1]), spec, pixel_spacing)
+
+
+def prepare_slice(
+    image: np.ndarray, spec: PreprocessSpec, pixel_spacing: PixelSpacing = None
+) -> tuple[np.ndarray, SliceGeometry]:
     """Raw slice -> (input_size, input_size) float32 in [0, 1], and the geometry to undo it.
 
-    Non-square slices (e.g. 320x310) are centre-padded to a square first so anatomy keeps its
-    aspect ratio.
+    The window is the whole slice centre-padded to a square (so anatomy keeps its aspect ratio),
+    or with spec.field_of_view_mm a centred square of that many mm. Intensities are normalised
+    over the part of the slice inside the window, what the model sees; padding is 0.
+    pixel_spacing: mm per pixel, one value or (row, column); needed only with field_of_view_mm.
     """
-    normalized = normalize_intensity(image, spec)
-    geometry = _pad_geometry(*normalized.shape, spec)
-    squared = _pad(normalized, geometry, 0.0)
+    data = np.asarray(image)
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2-D slice, got shape {data.shape}")
+    geometry = window_geometry(data.shape, spec, pixel_spacing)
+    normalized = normalize_intensity(visible_part(data, geometry), spec)
     size = (spec.input_size, spec.input_size)
-    return resize_image(squared, size), geometry
+    return resize_image(place_in_window(normalized, geometry, 0.0), size), geometry
 
 
-def prepare_labels(mask: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Label mask -> model resolution with the same padding as prepare_slice (nearest)."""
-    geometry = _pad_geometry(*np.asarray(mask).shape[:2], spec)
-    squared = _pad(np.asarray(mask), geometry, 0)
-    return resize_labels(squared, (spec.input_size, spec.input_size))
+def prepare_labels(mask: np.ndarray, spec: PreprocessSpec, pixel_spacing: PixelSpacing = None) -> np.ndarray:
+    """Label mask -> model resolution through the same window as prepare_slice (nearest; outside is 0)."""
+    mask = np.asarray(mask)
+    geometry = window_geometry(mask.shape, spec, pixel_spacing)
+    window = place_in_window(visible_part(mask, geometry), geometry, 0)
+    return resize_labels(window, (spec.input_size, spec.input_size))
 
 
 def restore_probabilities(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
     """(S, S, C) per-class scores -> (H, W, C) at the original slice size (bilinear, cropped).
 
     Works on probabilities, logits or int8-quantised scores alike: bilinear interpolation is
-    affine, so the argmax is the same as after dequantisation.
+    affine, so the argmax is the same as after dequantisation. Slice pixels outside the window
+    get the scores' minimum in every class but background (0), which gets their maximum.
     """
     side = geometry.side or None
     target = (side, side) if side else (geometry.height, geometry.width)
     resized = resize_image(np.asarray(scores, dtype=np.float32), target)
-    return resized[
-        geometry.pad_top : geometry.pad_top + geometry.height,
-        geometry.pad_left : geometry.pad_left + geometry.width,
-    ]
+    if _is_identity(geometry) or (geometry.pad_top >= 0 and geometry.pad_left >= 0):
+        return resized[
+            geometry.pad_top : geometry.pad_top + geometry.height,
+            geometry.pad_left : geometry.pad_left + geometry.width,
+        ]
+    rows, cols, slice_rows, slice_cols = window_overlap(geometry)
+    out = np.empty((geometry.height, geometry.width, resized.shape[-1]), np.float32)
+    out[...] = np.nanmin(resized)
+    out[..., 0] = np.nanmax(resized)
+    out[slice_rows, slice_cols] = resized[rows, cols]
+    return out
 
 
 def restore_labels(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
-    """(S, S, C) scores -> (H, W) uint8 class ids at the original slice size."""
+    """(S, S, C) scores -> (H, W) uint8 class ids at the original slice size (background outside the window)."""
     return restore_probabilities(scores, geometry).argmax(axis=-1).astype(np.uint8)

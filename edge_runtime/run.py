@@ -110,6 +110,19 @@ class RunOptions:
         return now
 
 
+def _give_spacing(selected: list[Series], pixel_spacing: float | None, segmenter: Segmenter) -> None:
+    """Set --pixel-spacing on slices without their own; refuse a run a field-of-view model cannot do."""
+    bare = [r for s in selected for r in s.slices if r.pixel_spacing is None and r.kind != "dicom"]
+    if pixel_spacing is not None:
+        for record in bare:
+            record.pixel_spacing = (pixel_spacing, pixel_spacing)
+    elif bare and (fov := segmenter.spec.field_of_view_mm) is not None:
+        raise UsageError(
+            f"the model sees a {fov:g} mm field of view, and {len(bare)} PNG/NPY slice(s) carry no pixel spacing "
+            f"(e.g. {display_path(bare[0].path)}); give --pixel-spacing MM"
+        )
+
+
 def parse_formats(formats: str | None) -> tuple[str, ...]:
     """'png,overlay' -> ('png', 'overlay'); 'all' -> every format; unknown names are a usage error."""
     names = [f.strip().lower() for f in (formats or "all").split(",") if f.strip()]
@@ -218,7 +231,8 @@ def _segment(
                 pixels.append(None)
                 outcome.failed_indices[i] = f"cannot read slice ({type(exc).__name__}: {exc})"
         options.clock("decode", tick)
-        for i, image, found in zip(chunk, pixels, segmenter.segment(pixels), strict=True):
+        spacings = [series.slices[i].pixel_spacing for i in chunk]
+        for i, image, found in zip(chunk, pixels, segmenter.segment(pixels, spacings), strict=True):
             if image is None:
                 continue
             if found.mask is None:
@@ -330,8 +344,11 @@ def run_command(
     loaded: Segmenter | None = None,
     quiet: bool = False,
     fork_builder: bool = False,
+    pixel_spacing: float | None = None,
 ) -> int:
     """Segment every selected series under `input` into `output`; returns the exit status.
+
+    `pixel_spacing`: mm per pixel of PNG/NPY slices, which carry none (DICOM keeps its own).
 
     `loaded`: an already-loaded Segmenter (model, backend) to reuse, as the long-lived
     `edge-seg serve` worker does; `model`, `threads`, `backend` and `batch_size` are then
@@ -353,6 +370,8 @@ def run_command(
             raise UsageError(f"truth folder {display_path(truth)} does not exist")
         if threads is not None and threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
+        if pixel_spacing is not None and not pixel_spacing > 0:
+            raise UsageError(f"--pixel-spacing must be > 0 mm, got {pixel_spacing}")
         base_rules = SelectionRules.load(rules) if rules is not None else None
         options = RunOptions(
             input=input_path,
@@ -383,6 +402,7 @@ def run_command(
         finally:
             segmenter = loaded if loading is None else loading.result()  # its errors first, as when it loaded alone
         _check_selection(study, series)
+        _give_spacing(study.selected, pixel_spacing, segmenter)
         outputs.open(planned_outputs(options, study.selected), _needed_bytes(study.selected, options.formats),
                      holder_info(input_path))
     except (UsageError, ManifestError, BackendError, RulesError, OutputError, ValueError, FileNotFoundError) as exc:

@@ -13,7 +13,14 @@ from edge_runtime.backend_choice import BackendChoice, open_auto
 from edge_runtime.backends import Backend, check_threads, open_backend
 from edge_runtime.labels import NUM_CLASSES
 from edge_runtime.manifest import Manifest, ManifestError, load_verified_manifest
-from edge_runtime.preprocessing import SliceGeometry, _axis_weights, prepare_slice, restore_labels
+from edge_runtime.preprocessing import (
+    PixelSpacing,
+    SliceGeometry,
+    _axis_weights,
+    prepare_slice,
+    restore_labels,
+    window_overlap,
+)
 
 
 @dataclass
@@ -69,16 +76,21 @@ class Segmenter:
         self.batch_size = batch_size if self.backend.batch_free else 1
         self.timings = Timings(load_s=time.perf_counter() - start)
 
-    def segment(self, images: Sequence[np.ndarray | None]) -> list[SliceResult]:
-        """Masks for `images` in order; a slice that fails (or is None) gets an error, never stops the rest."""
+    def segment(self, images: Sequence[np.ndarray | None], spacings: Sequence[PixelSpacing] | None = None) -> list[SliceResult]:
+        """Masks for `images` in order; a slice that fails (or is None) gets an error, never stops the rest.
+
+        spacings: each slice's pixel spacing in mm (row, column), needed by models that see a
+        fixed field of view (manifest preprocessing.field_of_view_mm).
+        """
         results: list[SliceResult] = [SliceResult(None, "no pixels") for _ in images]
         prepared: list[tuple[int, np.ndarray, SliceGeometry]] = []
+        spacings = list(spacings) if spacings is not None else [None] * len(images)
         start = time.perf_counter()
-        for index, image in enumerate(images):
+        for index, (image, spacing) in enumerate(zip(images, spacings, strict=True)):
             if image is None:
                 continue
             try:
-                tensor, geometry = prepare_slice(image, self.spec)
+                tensor, geometry = prepare_slice(image, self.spec, spacing)
             except (ValueError, TypeError) as exc:
                 results[index] = SliceResult(None, f"preprocessing failed ({exc})")
                 continue
@@ -116,7 +128,7 @@ def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndar
 
     The same float32 bilinear arithmetic, but one class plane at a time (contiguous 2-D arrays),
     each output row interpolated from the source rows once, only the rows and columns of the
-    crop computed, and the argmax kept as a running maximum (ties keep the lower class id, as
+    slice's part of the window computed, and the argmax kept as a running maximum (ties keep the lower class id, as
     argmax does). Scores that are not all finite take `restore_labels` itself (argmax's NaN rule).
     """
     data = np.asarray(scores, dtype=np.float32)
@@ -125,10 +137,13 @@ def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndar
     src_h, src_w = data.shape[:2]
     side = geometry.side or None
     out_h, out_w = (side, side) if side else (geometry.height, geometry.width)
-    rows = slice(geometry.pad_top, geometry.pad_top + geometry.height)
-    cols = slice(geometry.pad_left, geometry.pad_left + geometry.width)
     if (src_h, src_w) == (out_h, out_w):
         return restore_labels(data, geometry)
+    if side:
+        rows, cols, slice_rows, slice_cols = window_overlap(geometry)
+    else:
+        rows = slice_rows = slice(0, geometry.height)
+        cols = slice_cols = slice(0, geometry.width)
     y0, y1, fy = (a[rows] for a in _axis_weights(src_h, out_h))
     x0, x1, fx = (a[cols] for a in _axis_weights(src_w, out_w))
     fy, gy, gx = fy[:, None], 1 - fy[:, None], 1 - fx
@@ -143,4 +158,8 @@ def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndar
         higher = value > best
         labels[higher] = cls
         np.maximum(best, value, out=best)
-    return labels
+    if labels.shape == (geometry.height, geometry.width):
+        return labels
+    full = np.zeros((geometry.height, geometry.width), np.uint8)  # outside the window: background
+    full[slice_rows, slice_cols] = labels
+    return full

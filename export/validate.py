@@ -181,7 +181,7 @@ def held_out_validation_set(
     """Up to `slices` prepared slices of held-out patients (the test split by default: the patients
     the float baseline in metrics.json was scored on) with their labels at original size."""
     from export.calibration import spread_pick
-    from train.data.mendeley import load_pair, with_modalities
+    from train.data.mendeley import load_pair, pixel_spacing_of, with_modalities
     from train.evaluate import split_pairs
 
     pairs, _ = split_pairs(Path(data), split, run, seed=seed)
@@ -190,7 +190,7 @@ def held_out_validation_set(
     images, labels, geometries = [], [], []
     for pair, contrast in chosen:
         raw, truth = load_pair(pair, contrast)
-        image, geometry = prepare_slice(raw, spec)
+        image, geometry = prepare_slice(raw, spec, pixel_spacing_of(pair))
         images.append(image)
         labels.append(truth)
         geometries.append(geometry)

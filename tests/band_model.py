@@ -23,15 +23,17 @@ def band_weights() -> tuple[np.ndarray, np.ndarray]:
     return k[None, :], (-(k**2) * STEP / 2).astype(np.float32)
 
 
-def expected_mask(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def expected_mask(image: np.ndarray, spec: PreprocessSpec, pixel_spacing=None) -> np.ndarray:
     """What the band model must produce, computed with numpy instead of onnxruntime."""
-    tensor, geometry = prepare_slice(image, spec)
+    tensor, geometry = prepare_slice(image, spec, pixel_spacing)
     weight, bias = band_weights()
     scores = tensor[..., None] * weight[0] + bias
     return restore_labels(scores, geometry)
 
 
-def write_band_model(folder: Path, input_size: int = 64, name: str = "bands") -> Path:
+def write_band_model(
+    folder: Path, input_size: int = 64, name: str = "bands", field_of_view_mm: float | None = None
+) -> Path:
     """Write `<folder>/<name>.onnx` (free batch dimension) and its manifest; needs the onnx package."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -60,7 +62,7 @@ def write_band_model(folder: Path, input_size: int = 64, name: str = "bands") ->
         sha256=sha256_file(path),
         inputs=[TensorSpec("input", [None, input_size, input_size, 1], "float32")],
         outputs=[TensorSpec("scores", [None, input_size, input_size, NUM_CLASSES], "float32")],
-        preprocessing=PreprocessSpec(input_size=input_size),
+        preprocessing=PreprocessSpec(input_size=input_size, field_of_view_mm=field_of_view_mm),
         name=name,
         variant="onnx-fp32",
         provenance={"recipe": "intensity bands (test model)"},

@@ -146,6 +146,8 @@ def test_resolve_model_names_a_bad_path(tmp_path: Path) -> None:
         (["--class-weights", "1,1,2"], "--class-weights '1,1,2': need 5 positive numbers, one per class (BG,IVD,PE,TS,AAP)"),
         (["--class-weights", "1,1,1,0,1"], "need 5 positive numbers"),
         (["--class-weights", "1,1,x,1,1"], "need 5 positive numbers"),
+        (["--field-of-view-mm", "0"], "--field-of-view-mm must be > 0 mm"),
+        (["--init-from", "/nonexistent-run"], "--init-from /nonexistent-run: no model.keras to start from"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, data: Path, tmp_path: Path) -> None:
@@ -205,3 +207,30 @@ def test_class_weights_reach_the_config_in_class_order(data: Path, tmp_path: Pat
     config = prepare_config(data, tmp_path / "w", "unet", "resnet18", 1, 2, 32, 4, 1e-3, 0, "T2", False, None, "1,1,1,2.5,1")
     assert config.class_weights == [1.0, 1.0, 1.0, 2.5, 1.0]
     assert [c.short for c in CLASSES] == ["BG", "IVD", "PE", "TS", "AAP"]  # the order the option documents
+
+
+def test_init_from_starts_at_that_runs_weights_and_fov_reaches_the_spec(run: Path, data: Path, tmp_path: Path) -> None:
+    from train.config import prepare_config
+    from train.fit import _build, _Session
+
+    config = prepare_config(data, tmp_path / "ft", "unet", "resnet18", 1, 2, 32, 4, 1e-3, 0, "T2", False, None,
+                            field_of_view_mm=150.0, init_from=run)  # fmt: skip
+    assert config.init_from == str(run.resolve()) and config.field_of_view_mm == 150.0
+    assert config.spec() == PreprocessSpec(input_size=32, field_of_view_mm=150.0)
+    session = _Session(sets={}, train_arrays=[], train_ds=None, val_ds=None, steps=1)
+    from train.distribute import strategy_for_this_machine
+
+    _build(config, strategy_for_this_machine()[0], session, RunDir(tmp_path / "ft"))
+    source = RunDir(run).load_model().get_weights()
+    assert len(source) == len(session.model.get_weights())
+    for ours, theirs in zip(session.model.get_weights(), source, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_init_from_another_architecture_is_refused(run: Path, data: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--base-filters", "8",
+                                 "--init-from", str(run)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "its model is ('unet', None, 4) (arch, encoder, base filters), this run's ('unet', None, 8)" in " ".join(
+        result.output.split()
+    )

@@ -74,3 +74,54 @@ def test_spec_round_trips_and_rejects_bad_values():
         PreprocessSpec.from_dict({**spec.to_dict(), "gamma": 2})
     with pytest.raises(ValueError, match="clip_low_percentile"):
         PreprocessSpec(clip_low_percentile=50, clip_high_percentile=10)
+
+
+def test_field_of_view_crops_a_centred_square_of_that_many_mm():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 4000, size=(320, 300)).astype(np.uint16)
+    spec = PreprocessSpec(input_size=64, field_of_view_mm=160.0)
+    prepared, geometry = prepare_slice(image, spec, (0.6875, 0.6875))
+    side = round(160 / 0.6875)  # 233 px
+    top, left = (320 - side) // 2 + ((320 - side) % 2), (300 - side) // 2 + ((300 - side) % 2)
+    assert (geometry.side, -geometry.pad_top, -geometry.pad_left) == (side, top, left)
+    window = image[top : top + side, left : left + side]  # intensities normalised over what the model sees
+    expected = resize_image(normalize_intensity(window, spec), (64, 64))
+    np.testing.assert_allclose(prepared, expected, atol=1e-6)
+
+
+def test_field_of_view_pads_a_small_slice_and_round_trips_labels():
+    spec = PreprocessSpec(input_size=50, field_of_view_mm=200.0)
+    mask = np.zeros((60, 80), dtype=np.uint8)
+    mask[20:40, 30:50] = 3
+    prepared, geometry = prepare_slice(mask.astype(np.float32), spec, 2.0)  # 100 px window around 60 x 80
+    assert (geometry.side, geometry.pad_top, geometry.pad_left) == (100, 20, 10)
+    assert prepared[:5].max() == 0.0  # padding rows above the slice
+    one_hot = np.eye(5, dtype=np.float32)[prepare_labels(mask, spec, 2.0)]
+    np.testing.assert_array_equal(restore_labels(one_hot, geometry), mask)
+
+
+def test_labels_outside_a_cropping_window_are_background():
+    spec = PreprocessSpec(input_size=40, field_of_view_mm=40.0)
+    mask = np.full((100, 100), 2, dtype=np.uint8)
+    one_hot = np.eye(5, dtype=np.float32)[prepare_labels(mask, spec, 1.0)]
+    restored = restore_labels(one_hot, prepare_slice(mask, spec, 1.0)[1])
+    assert np.all(restored[30:70, 30:70] == 2)
+    assert restored[:30].max() == 0 and restored[70:].max() == 0 and restored[:, :30].max() == 0
+
+
+def test_field_of_view_uses_the_geometric_mean_of_anisotropic_spacing():
+    spec = PreprocessSpec(input_size=16, field_of_view_mm=100.0)
+    _, geometry = prepare_slice(np.ones((64, 64)), spec, (0.5, 2.0))
+    assert geometry.side == 100
+
+
+@pytest.mark.parametrize("spacing,message", [(None, "needs the slice's pixel spacing"), ((0.0, 1.0), "> 0 mm"),
+                                             ((1.0, 1.0, 1.0), "one or two values")])
+def test_field_of_view_without_a_usable_pixel_spacing_is_refused(spacing, message):
+    with pytest.raises(ValueError, match=message):
+        prepare_slice(np.ones((32, 32)), PreprocessSpec(input_size=16, field_of_view_mm=100.0), spacing)
+
+
+def test_field_of_view_must_be_positive():
+    with pytest.raises(ValueError, match="field_of_view_mm needs a value > 0"):
+        PreprocessSpec(input_size=16, field_of_view_mm=0.0)

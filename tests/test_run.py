@@ -241,6 +241,48 @@ def test_png_slices_run_without_dicom_seg(tmp_path: Path, bands: Path) -> None:
     np.testing.assert_array_equal(mendeley_to_ids(png), mask)
 
 
+@pytest.fixture(scope="module")
+def bands_fov(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The band model seeing a centred 30 mm square: 39 px of a 64 px slice at 0.8 x 0.75 mm, at 39 px
+    input so no resampling blurs the band boundaries."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    return band_model.write_band_model(tmp_path_factory.mktemp("fov"), 39, name="bands-fov", field_of_view_mm=30.0)
+
+
+def test_a_field_of_view_model_segments_inside_its_window_and_background_outside(tmp_path: Path, bands_fov: Path) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[0, 3])
+    assert _run(tmp_path, bands_fov, "formats", "npy") == 0
+    side = round(30.0 / np.sqrt(SPACING[0] * SPACING[1]))  # 39 px
+    start = (64 - side + 1) // 2  # the window is centred: rows and columns 13-51
+    stack = np.load(tmp_path / "out" / "T2_TSE_TRA_0005" / "T2_TSE_TRA_0005_labels.npy")
+    for found, mask in zip(stack, masks, strict=True):
+        inside = np.zeros_like(mask, dtype=bool)
+        inside[start : start + side, start : start + side] = True
+        np.testing.assert_array_equal(found[inside], mask[inside])
+        assert found[~inside].max() == 0 and mask[~inside].max() > 0  # the window did crop something
+
+
+def test_png_slices_need_a_pixel_spacing_for_a_field_of_view_model(
+    tmp_path: Path, bands_fov: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "in" / "pngs"
+    folder.mkdir(parents=True)
+    raw, mask = band_model.banded_slice(shift=2)
+    Image.fromarray(raw).save(folder / "slice_01.png")
+    assert _run(tmp_path, bands_fov) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "sees a 30 mm field of view, and 1 PNG/NPY slice(s) carry no pixel spacing" in err and "--pixel-spacing" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+    assert _run(tmp_path, bands_fov, "pixel_spacing", 0.5, "formats", "png,report") == 0  # a 60 px window
+    found = mendeley_to_ids(np.asarray(Image.open(tmp_path / "out" / "pngs" / "labels" / "slice_01.png")))
+    spec = PreprocessSpec(input_size=39, field_of_view_mm=30.0)
+    np.testing.assert_array_equal(found, band_model.expected_mask(raw, spec, 0.5))
+    assert found[:2].max() == 0 and (found == 3).sum() > 0.9 * (mask == 3).sum()
+    (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["series"][0]["slices"]
+    assert entry["area_unit"] == "mm2" and entry["areas"]["TS"] == pytest.approx(float((found == 3).sum()) * 0.25)
+
+
 def test_missing_highdicom_skips_seg_with_a_hint_and_still_succeeds(
     tmp_path: Path, bands: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,6 +34,8 @@ class TrainConfig:
     patience: int = 20
     warmup_epochs: int = 2
     class_weights: list[float] | None = None
+    field_of_view_mm: float | None = None
+    init_from: str | None = None  # a run folder whose weights start this run (fine-tuning)
 
     def model_kwargs(self) -> dict[str, Any]:
         if self.arch == "unet":
@@ -41,7 +43,7 @@ class TrainConfig:
         return {"encoder": self.encoder, "base_filters": self.base_filters}
 
     def spec(self) -> PreprocessSpec:
-        return PreprocessSpec(input_size=self.image_size)
+        return PreprocessSpec(input_size=self.image_size, field_of_view_mm=self.field_of_view_mm)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -131,6 +133,8 @@ def prepare_config(
     resume: bool,
     time_budget: float | None,
     class_weights: str | None = None,
+    field_of_view_mm: float | None = None,
+    init_from: Path | None = None,
 ) -> TrainConfig:
     """Validate every argument (raising TrainError) and return the run's config.
 
@@ -160,6 +164,9 @@ def prepare_config(
         raise TrainError(f"--lr must be > 0, got {lr}")
     weights = parse_class_weights(class_weights)
     encoder_used, depth = check_model_args(arch, encoder, image_size, base_filters)
+    if field_of_view_mm is not None and not field_of_view_mm > 0:
+        raise TrainError(f"--field-of-view-mm must be > 0 mm, got {field_of_view_mm}")
+    start = check_init_from(init_from, arch, encoder_used, base_filters) if init_from is not None else None
     check_data(data)
     return TrainConfig(
         arch=arch,
@@ -174,4 +181,22 @@ def prepare_config(
         modality=modality,
         data=str(data),
         class_weights=weights,
+        field_of_view_mm=field_of_view_mm,
+        init_from=start,
     )
+
+
+def check_init_from(init_from: Path, arch: str, encoder: str | None, base_filters: int) -> str:
+    """The resolved run folder to start from, or TrainError when it has no model or another architecture."""
+    run = rd.RunDir(Path(init_from))
+    if not run.model_path.is_file():
+        raise TrainError(f"--init-from {init_from}: no {run.model_path.name} to start from")
+    try:
+        source = config_from_dict(run.config())
+    except (TypeError, rd.RunDirError) as exc:
+        raise TrainError(f"--init-from {init_from}: unusable {rd.CONFIG} ({exc})") from None
+    ours = (arch, encoder, base_filters)
+    theirs = (source.arch, source.encoder, source.base_filters)
+    if ours != theirs:
+        raise TrainError(f"--init-from {init_from}: its model is {theirs} (arch, encoder, base filters), this run's {ours}")
+    return str(Path(init_from).resolve())

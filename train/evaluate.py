@@ -18,7 +18,7 @@ from edge_runtime.atomic import atomic_write_json
 from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
 from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity, prepare_slice, restore_labels
-from train.data.mendeley import MODALITY_CHOICES, SlicePair, load_pair, with_modalities
+from train.data.mendeley import MODALITY_CHOICES, SlicePair, load_pair, pixel_spacing_of, with_modalities
 
 SPLITS = ("train", "val", "test")
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -117,7 +117,7 @@ def evaluate_predictor(
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         loaded = [load_pair(pair, contrast) for pair, contrast in chunk]
-        prepared = [prepare_slice(raw, spec) for raw, _ in loaded]
+        prepared = [prepare_slice(raw, spec, pixel_spacing_of(pair)) for (pair, _), (raw, _) in zip(chunk, loaded, strict=True)]
         batch = np.stack([image for image, _ in prepared])[..., None].astype(np.float32)
         scores = np.asarray(predict(batch))
         if scores.shape != (len(chunk), size, size, NUM_CLASSES):

@@ -101,6 +101,8 @@ def _build(config: TrainConfig, strategy, session: _Session, run: rd.RunDir) -> 
 
     with strategy.scope():
         session.model = build_from_config(config)
+        if config.init_from:
+            session.model.set_weights(rd.RunDir(Path(config.init_from)).load_model().get_weights())
         session.schedule = learning_rate_schedule(config, session.steps)
         session.model.compile(
             optimizer=keras.optimizers.Adam(session.schedule),
@@ -278,6 +280,8 @@ def train_command(
     resume: bool = False,
     time_budget: float | None = None,
     class_weights: str | None = None,
+    field_of_view_mm: float | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """`edge-seg train`: validate (bad input -> one-line error, exit 2), train, write RUN_DIR."""
     import typer
@@ -287,7 +291,7 @@ def train_command(
     try:
         config = prepare_config(
             data, out, arch, encoder, epochs, batch_size, image_size, base_filters, lr, seed, modality, resume, time_budget,
-            class_weights,
+            class_weights, field_of_view_mm, init_from,
         )
         return fit_run(config, Path(out), resume=resume, time_budget=time_budget, console=console)
     except TrainError as exc:

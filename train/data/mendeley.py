@@ -7,6 +7,7 @@ key parsed from each file name, never by position in a sorted list.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ def slice_name(prefix: str, pid: str, disc: int, tag: str = "") -> str:
     return f"{prefix}_{pid}_D{disc}{f'-{tag}' if tag else ''}.png"
 
 
+SYNTH_FILE = "synth.json"
+"""What `edge-seg synth` writes beside the layout (how it was made, its pixel spacing)."""
+NOMINAL_PIXEL_SPACING_MM = (0.6875, 0.6875)
+"""The Mendeley set's 320 px axial slices (its source series' spacing); a synth.json overrides it."""
+
+
+def pixel_spacing_of(pair: SlicePair) -> tuple[float, float]:
+    """The pair's recorded pixel spacing, else the layout's nominal one."""
+    return pair.pixel_spacing or NOMINAL_PIXEL_SPACING_MM
+
+
 class DatasetError(ValueError):
     """The data set on disk is incomplete or inconsistent; the message names the file."""
 
@@ -51,6 +63,7 @@ class SlicePair:
     label_path: Path
     image_paths: dict[str, Path]
     tag: str = ""  # "" for the disc-level slice; else an extra slice of this level
+    pixel_spacing: tuple[float, float] | None = None  # mm (row, column) when the data set records it
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -94,13 +107,31 @@ def index_dataset(root: Path) -> list[SlicePair]:
         for key, path in found.items():
             if key not in labels:
                 raise DatasetError(f"{path}: {modality} image has no label {label_dir / slice_name('L1', *key)}")
+    spacing = _recorded_spacing(root)
     pairs = []
     for key in sorted(labels):
         partners = {m: found[key] for m, found in images.items() if key in found}
         if not partners:
             raise DatasetError(f"{labels[key]}: label has no T1 or T2 image")
-        pairs.append(SlicePair(key[0], key[1], labels[key], partners, key[2]))
+        pairs.append(SlicePair(key[0], key[1], labels[key], partners, key[2], spacing))
     return pairs
+
+
+def _recorded_spacing(root: Path) -> tuple[float, float] | None:
+    """pixel_spacing_mm from the synth.json `edge-seg synth` writes beside the layout, if any."""
+    path = root / SYNTH_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("pixel_spacing_mm")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from None
+    if value is None:
+        return None
+    row, col = (float(value), float(value)) if isinstance(value, int | float) else (float(v) for v in value)
+    if not (row > 0 and col > 0):
+        raise DatasetError(f"{path}: pixel_spacing_mm must be > 0, got {value!r}")
+    return row, col
 
 
 def _open(path: Path) -> Image.Image:

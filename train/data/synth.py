@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edge_runtime.labels import CLASSES, ids_to_mendeley, palette
-from train.data.mendeley import IMAGE_DIRS, LABEL_DIR, slice_name
+from train.data.mendeley import IMAGE_DIRS, LABEL_DIR, SYNTH_FILE, slice_name
 from train.data.phantom import DISCS, SPACING_MM, STENOSIS_MM2, SliceImages, render_slice, sample_patient
 from train.data.phantom_dicom import MRI_DIR, write_study
 from train.data.png_io import encode_png
@@ -30,7 +30,6 @@ from train.data.randomize import render_randomized_slice
 
 TRUTH_FILE = "truth.csv"
 PREVIEW_FILE = "preview.png"
-SYNTH_FILE = "synth.json"
 GENERATOR_VERSION = 1
 PREVIEW_SLICES = 12
 _OUTPUTS = (MRI_DIR, str(LABEL_DIR.parts[0]), str(IMAGE_DIRS["T1"].parts[0]), TRUTH_FILE, PREVIEW_FILE,
