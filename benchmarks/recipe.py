@@ -61,11 +61,16 @@ class Recipe:
     randomize: bool = False
     modality: str = "T2"
     workers: int = 1
+    field_of_view_mm: float | None = None  # the model's window (PreprocessSpec.field_of_view_mm)
+    finetune_epochs: int = 0  # > 0: train on whole slices first, then this many epochs in the window
+    finetune_lr: float = 5e-4
 
 
 RECIPES: dict[str, Recipe] = {
     # The bundled model: int8 U-Net, 0.5 M parameters, ~0.34 GMAC per 160x160 slice, trained on
-    # domain-randomised phantoms in both contrasts so that it works on real T1 and T2 slices.
+    # domain-randomised phantoms in both contrasts so that it works on real T1 and T2 slices, then
+    # fine-tuned to see a centred 160 mm square at 1 mm per pixel: on the real validation slices
+    # that window beat the whole 220 mm slice at 1.375 mm per pixel (thecal sac most of all).
     "default": Recipe(
         patients=400,
         data_seed=13,
@@ -84,6 +89,8 @@ RECIPES: dict[str, Recipe] = {
         randomize=True,
         modality="both",
         workers=2,
+        field_of_view_mm=160.0,
+        finetune_epochs=5,
     ),
     # Minutes, not tens of minutes: the test suite runs this so the recipe cannot rot.
     "smoke": Recipe(
@@ -102,6 +109,8 @@ RECIPES: dict[str, Recipe] = {
         example_seed=2024,
         quick_bench=True,
         calibration_samples=6,
+        field_of_view_mm=160.0,
+        finetune_epochs=1,
     ),
 }
 
@@ -197,8 +206,28 @@ def recipe_command(name: str, out: Path, bundle: bool = False, real_images: Path
             lr=recipe.lr,
             seed=recipe.seed,
             modality=recipe.modality,
+            field_of_view_mm=None if recipe.finetune_epochs else recipe.field_of_view_mm,
         ),
     )
+    if recipe.finetune_epochs:
+        whole, base = base, runs / f"{recipe.arch}-fov"
+        step(
+            "fine-tune",
+            lambda: train_command(
+                data=data,
+                out=base,
+                arch=recipe.arch,
+                epochs=recipe.finetune_epochs,
+                batch_size=recipe.batch_size,
+                image_size=recipe.image_size,
+                base_filters=recipe.base_filters,
+                lr=recipe.finetune_lr,
+                seed=recipe.seed,
+                modality=recipe.modality,
+                field_of_view_mm=recipe.field_of_view_mm,
+                init_from=whole,
+            ),
+        )
     step(
         "export float",
         lambda: export_command(

@@ -71,6 +71,7 @@ def model_info(manifest: Manifest, model_path: Path, backend: str, threads: int)
         "precision": manifest.precision,
         "sha256": manifest.sha256,
         "input_size": manifest.preprocessing.input_size,
+        "field_of_view_mm": manifest.preprocessing.field_of_view_mm,  # None: the whole slice
         "provenance": manifest.provenance,
         "backend": backend,
         "threads": threads,

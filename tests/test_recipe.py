@@ -21,10 +21,15 @@ def test_smoke_recipe_runs_every_step_and_records_it(smoke):
     out, code = smoke
     summary = json.loads((out / "recipe.json").read_text())
     steps = summary["steps"]
-    for name in ("synth", "example study", "train", "export float", "prune 50%", "export unet-pruned50", "bench"):
+    for name in ("synth", "example study", "train", "fine-tune", "export float", "prune 50%", "export unet-pruned50", "bench"):
         assert name in steps and steps[name]["seconds"] >= 0
-    for name in ("synth", "train", "export float"):
+    for name in ("synth", "train", "fine-tune", "export float"):
         assert steps[name]["ok"], name
+    # trained on whole slices, then fine-tuned from those weights in the 160 mm window, which ships
+    tuned = json.loads((out / "runs" / "unet-fov" / "config.json").read_text())
+    assert tuned["init_from"] == str((out / "runs" / "unet").resolve()) and tuned["field_of_view_mm"] == 160.0
+    assert json.loads((out / "runs" / "unet" / "config.json").read_text())["preprocessing"]["field_of_view_mm"] is None
+    assert load_verified_manifest(out / "artifacts" / "unet-tflite-int8.tflite").preprocessing.field_of_view_mm == 160.0
     # The exit status follows what the artefacts themselves record (the rule itself, with stubbed
     # steps whose outcome is known, is in test_recipe_exit.py): every export gate and the bench.
     exports = [r for p in (out / "artifacts").glob("*-export.json") for r in json.loads(p.read_text())]
