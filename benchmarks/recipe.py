@@ -193,41 +193,16 @@ def recipe_command(name: str, out: Path, bundle: bool = False, real_images: Path
     step("synth", lambda: synthesize(out=data, patients=recipe.patients, seed=recipe.data_seed, off_disc=True,
                                      randomize=recipe.randomize, workers=recipe.workers))
     step("example study", lambda: synthesize(out=out / "example", patients=1, seed=recipe.example_seed, dicom=True))
-    step(
-        "train",
-        lambda: train_command(
-            data=data,
-            out=base,
-            arch=recipe.arch,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            image_size=recipe.image_size,
-            base_filters=recipe.base_filters,
-            lr=recipe.lr,
-            seed=recipe.seed,
-            modality=recipe.modality,
-            field_of_view_mm=None if recipe.finetune_epochs else recipe.field_of_view_mm,
-        ),
-    )
+    def train(run: Path, epochs: int, lr: float, field_of_view_mm: float | None, init_from: Path | None = None):
+        return train_command(data=data, out=run, arch=recipe.arch, epochs=epochs, batch_size=recipe.batch_size,
+                             image_size=recipe.image_size, base_filters=recipe.base_filters, lr=lr, seed=recipe.seed,
+                             modality=recipe.modality, field_of_view_mm=field_of_view_mm, init_from=init_from)
+
+    first_window = None if recipe.finetune_epochs else recipe.field_of_view_mm  # whole slices before a fine-tune
+    step("train", lambda: train(base, recipe.epochs, recipe.lr, first_window))
     if recipe.finetune_epochs:
         whole, base = base, runs / f"{recipe.arch}-fov"
-        step(
-            "fine-tune",
-            lambda: train_command(
-                data=data,
-                out=base,
-                arch=recipe.arch,
-                epochs=recipe.finetune_epochs,
-                batch_size=recipe.batch_size,
-                image_size=recipe.image_size,
-                base_filters=recipe.base_filters,
-                lr=recipe.finetune_lr,
-                seed=recipe.seed,
-                modality=recipe.modality,
-                field_of_view_mm=recipe.field_of_view_mm,
-                init_from=whole,
-            ),
-        )
+        step("fine-tune", lambda: train(base, recipe.finetune_epochs, recipe.finetune_lr, recipe.field_of_view_mm, whole))
     step(
         "export float",
         lambda: export_command(
