@@ -90,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
         modality="both",
         workers=2,
         field_of_view_mm=160.0,
-        finetune_epochs=5,
+        finetune_epochs=2,
     ),
     # Minutes, not tens of minutes: the test suite runs this so the recipe cannot rot.
     "smoke": Recipe(

@@ -37,7 +37,8 @@ def slices() -> np.ndarray:
     spec = read_manifest(TFLITE).preprocessing
     files = sorted(STUDY.glob("*.ima"))
     assert len(files) == 12
-    return np.stack([prepare_slice(pydicom.dcmread(f).pixel_array, spec)[0] for f in files])[..., None]
+    datasets = [pydicom.dcmread(f) for f in files]
+    return np.stack([prepare_slice(ds.pixel_array, spec, ds.PixelSpacing)[0] for ds in datasets])[..., None]
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +177,9 @@ def test_a_runtime_only_install_runs_the_study_with_litert_exactly_as_before(tmp
     import pydicom
 
     masks = np.load(series["outputs"]["npy"])
-    pixels = [pydicom.dcmread(STUDY / f"{stem}.ima").pixel_array for stem in series["outputs"]["npy_stems"]]
-    expected = [r.mask for r in Segmenter(TFLITE, backend="litert", threads=1).segment(pixels)]
+    datasets = [pydicom.dcmread(STUDY / f"{stem}.ima") for stem in series["outputs"]["npy_stems"]]
+    pixels, spacings = [ds.pixel_array for ds in datasets], [ds.PixelSpacing for ds in datasets]
+    expected = [r.mask for r in Segmenter(TFLITE, backend="litert", threads=1).segment(pixels, spacings)]
     np.testing.assert_array_equal(masks, np.stack(expected))
 
 

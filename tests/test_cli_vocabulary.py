@@ -115,8 +115,9 @@ def test_run_takes_its_input_as_argument_or_dash_i_but_not_both(tmp_path):
 
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "s.png")
     runner = CliRunner()
-    as_option = runner.invoke(app, ["run", "-i", str(tmp_path / "s.png"), "-o", str(tmp_path / "o1"), "--format", "npy"])
-    as_argument = runner.invoke(app, ["run", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"), "--format", "npy"])
+    png = ["--format", "npy", "--pixel-spacing", "0.7"]
+    as_option = runner.invoke(app, ["run", "-i", str(tmp_path / "s.png"), "-o", str(tmp_path / "o1"), *png])
+    as_argument = runner.invoke(app, ["run", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"), *png])
     assert as_option.exit_code == as_argument.exit_code == 0, as_option.output + as_argument.output
     assert sorted(p.name for p in (tmp_path / "o1").rglob("*.npy")) == sorted(p.name for p in (tmp_path / "o2").rglob("*.npy"))
     for args in (["run", "-o", str(tmp_path / "o3")], ["run", str(tmp_path / "s.png"), "-i", str(tmp_path / "s.png")]):

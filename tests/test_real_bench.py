@@ -129,7 +129,8 @@ def test_bench_real_agrees_with_the_independent_scorer(tmp_path: Path) -> None:
     if not SCORER.is_file():
         pytest.skip(f"independent scorer not at {SCORER}")
     exe = Path(sys.executable).with_name("edge-seg")
-    run = subprocess.run([str(exe), "run", str(images), "-o", str(tmp_path / "run"), "--threads", "1", "--backend", "litert"],
+    run = subprocess.run([str(exe), "run", str(images), "-o", str(tmp_path / "run"), "--threads", "1", "--backend", "litert",
+                          "--pixel-spacing", "0.6875"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     scored = subprocess.run([sys.executable, str(SCORER), str(images), str(tmp_path / "run"), str(reference)],

@@ -56,7 +56,7 @@ def _stub_steps(monkeypatch: pytest.MonkeyPatch, failing: set[str]) -> list[str]
 def test_every_step_ok_exits_0_and_records_each(monkeypatch, tmp_path):
     calls = _stub_steps(monkeypatch, failing=set())
     assert recipe.recipe_command("smoke", tmp_path) == 0
-    assert calls == ["synth", "synth", "train", "export unet", "optimize", "export unet-pruned50", "bench"]
+    assert calls == ["synth", "synth", "train", "train", "export unet", "optimize", "export unet-pruned50", "bench"]
     steps = json.loads((tmp_path / "recipe.json").read_text())["steps"]
     assert all(step["ok"] for step in steps.values()) and len(steps) == 7
 
@@ -75,7 +75,7 @@ def test_a_failed_required_step_stops_the_recipe_with_exit_1(monkeypatch, tmp_pa
     with pytest.raises(typer.Exit) as stopped:
         recipe.recipe_command("smoke", tmp_path)
     assert stopped.value.exit_code == 1
-    assert calls == ["synth", "synth", "train", "export unet"]  # nothing after the failed export
+    assert calls == ["synth", "synth", "train", "train", "export unet"]  # nothing after the failed export
     assert not (tmp_path / "recipe.json").exists()
 
 

@@ -452,7 +452,8 @@ def test_tflite_masks_match_the_keras_model_on_a_dicom_study(tmp_path: Path, exp
     bundled = Path(report["model"]["file"])
     spec8 = load_verified_manifest(bundled).preprocessing
     datasets8 = [pydicom.dcmread(entry["source"]) for entry in series["slices"]]
-    prepared8 = [prepare_slice(apply_modality_lut(ds.pixel_array, ds).astype(np.float32), spec8) for ds in datasets8]
+    prepared8 = [prepare_slice(apply_modality_lut(ds.pixel_array, ds).astype(np.float32), spec8, ds.PixelSpacing)
+                 for ds in datasets8]
     scores8 = open_backend(bundled, "litert", 1).predict(np.stack([t for t, _ in prepared8])[..., None])
     expected8 = np.stack([restore_labels(s, g) for s, (_, g) in zip(scores8, prepared8, strict=True)])
     assert int8_masks.shape == expected8.shape and set(np.unique(expected8)) == {0, 1, 2, 3, 4}
