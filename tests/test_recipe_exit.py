@@ -58,7 +58,7 @@ def test_every_step_ok_exits_0_and_records_each(monkeypatch, tmp_path):
     assert recipe.recipe_command("smoke", tmp_path) == 0
     assert calls == ["synth", "synth", "train", "train", "export unet", "optimize", "export unet-pruned50", "bench"]
     steps = json.loads((tmp_path / "recipe.json").read_text())["steps"]
-    assert all(step["ok"] for step in steps.values()) and len(steps) == 7
+    assert all(step["ok"] for step in steps.values()) and len(steps) == 8
 
 
 @pytest.mark.parametrize("failing", ["bench", "export unet-pruned50"])
