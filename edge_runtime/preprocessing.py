@@ -126,7 +126,9 @@ def resize_labels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-def _window_geometry(height: int, width: int, spec: PreprocessSpec, pixel_spacing: PixelSpacing) -> SliceGeometry:
+def window_geometry(shape: tuple[int, ...], spec: PreprocessSpec, pixel_spacing: PixelSpacing = None) -> SliceGeometry:
+    """Where a slice of `shape` (rows, cols, ...) sits in the window `spec` asks for."""
+    height, width = int(shape[0]), int(shape[1])
     if spec.field_of_view_mm is not None:
         side = max(1, round(spec.field_of_view_mm / _square_spacing(pixel_spacing, spec.field_of_view_mm)))
     elif spec.pad_to_square:
@@ -182,11 +184,6 @@ def place_in_window(visible: np.ndarray, geometry: SliceGeometry, fill) -> np.nd
     return out
 
 
-def window_geometry(shape: tuple[int, ...], spec: PreprocessSpec, pixel_spacing: PixelSpacing = None) -> SliceGeometry:
-    """Where a slice of `shape` (rows, cols, ...) sits in the window `spec` asks for."""
-    return _window_geometry(int(shape[0]), int(shape[1]), spec, pixel_spacing)
-
-
 def prepare_slice(
     image: np.ndarray, spec: PreprocessSpec, pixel_spacing: PixelSpacing = None
 ) -> tuple[np.ndarray, SliceGeometry]:
@@ -221,19 +218,17 @@ def restore_probabilities(scores: np.ndarray, geometry: SliceGeometry) -> np.nda
     affine, so the argmax is the same as after dequantisation. Slice pixels outside the window
     get the scores' minimum in every class but background (0), which gets their maximum.
     """
-    side = geometry.side or None
-    target = (side, side) if side else (geometry.height, geometry.width)
-    resized = resize_image(np.asarray(scores, dtype=np.float32), target)
-    if _is_identity(geometry) or (geometry.pad_top >= 0 and geometry.pad_left >= 0):
-        return resized[
-            geometry.pad_top : geometry.pad_top + geometry.height,
-            geometry.pad_left : geometry.pad_left + geometry.width,
-        ]
+    if not geometry.side:
+        return resize_image(np.asarray(scores, dtype=np.float32), (geometry.height, geometry.width))
+    resized = resize_image(np.asarray(scores, dtype=np.float32), (geometry.side, geometry.side))
     rows, cols, slice_rows, slice_cols = window_overlap(geometry)
+    inside = resized[rows, cols]
+    if inside.shape[:2] == (geometry.height, geometry.width):
+        return inside
     out = np.empty((geometry.height, geometry.width, resized.shape[-1]), np.float32)
     out[...] = np.nanmin(resized)
     out[..., 0] = np.nanmax(resized)
-    out[slice_rows, slice_cols] = resized[rows, cols]
+    out[slice_rows, slice_cols] = inside
     return out
 
 

@@ -181,3 +181,27 @@ def test_split_json_with_unknown_or_duplicated_patient_is_an_error(tmp_path: Pat
     path.write_text(json.dumps({"train": ["0001", "0002"], "val": ["0003"], "test": ["0003"]}))
     with pytest.raises(DatasetError, match="0003 is in both val and test"):
         load_or_create_split(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "synth, expected",
+    [(None, None), ({"pixel_spacing_mm": 0.5}, (0.5, 0.5)), ({"pixel_spacing_mm": [0.4, 0.6]}, (0.4, 0.6)),
+     ({"patients": 4}, None)],
+)
+def test_pixel_spacing_comes_from_synth_json_else_the_nominal_one(tmp_path: Path, synth, expected) -> None:
+    from train.data.mendeley import NOMINAL_PIXEL_SPACING_MM, pixel_spacing_of
+
+    _write_slice(tmp_path, "0001", 3, key=5)
+    if synth is not None:
+        (tmp_path / "synth.json").write_text(json.dumps(synth))
+    (pair,) = index_dataset(tmp_path)
+    assert pair.pixel_spacing == expected
+    assert pixel_spacing_of(pair) == (expected or NOMINAL_PIXEL_SPACING_MM)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "unreadable"), ('{"pixel_spacing_mm": 0}', "must be > 0")])
+def test_a_bad_synth_json_spacing_is_an_error_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    _write_slice(tmp_path, "0001", 3, key=5)
+    (tmp_path / "synth.json").write_text(text)
+    with pytest.raises(DatasetError, match=f"synth.json: .*{message}"):
+        index_dataset(tmp_path)
