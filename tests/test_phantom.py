@@ -261,3 +261,27 @@ def test_flava_hug_a_triangular_sac_when_the_fat_is_thin() -> None:
 
     assert fat_behind_sac(1.0) < 0.1  # 0.68 while the flava's border was an ellipse
     assert fat_behind_sac(0.0) < 0.1
+
+
+def test_a_thin_pad_of_fat_and_flava_lies_behind_most_sacs() -> None:
+    """Measured down the midline of rendered disc slices: the fat and ligamenta flava between the sac
+    and the laminae are a few millimetres on most levels (the sac of a real T2 slice reaches almost
+    to the laminae; a 6 mm pad taught the model to call the back of a bright sac epidural space),
+    and still thick on some, so the model sees both."""
+    from train.data.phantom import OVERSAMPLE, T, build_scene, render_tissue
+
+    pads = []
+    for index in range(12):
+        patient = sample_patient(21, index)
+        for disc in patient.levels:
+            tissue = render_tissue(build_scene(patient, disc, "disc"), np.random.default_rng(0))
+            rows, cols = np.nonzero(np.isin(tissue, (T.CSF, T.CAUDA, T.DURA)))
+            if rows.size == 0:  # a rare stenotic level whose sac a central hernia covers whole
+                continue
+            column = tissue[:, int(np.median(cols))]
+            below = column[rows.max() + 1:]
+            pad = np.argmax(~np.isin(below, (T.EPIDURAL_FAT, T.FLAVUM)))
+            pads.append(pad * SPACING_MM / OVERSAMPLE)
+    pads = np.array(pads)
+    assert 2.0 < np.median(pads) < 5.0, np.round(pads, 1)  # 5.8 mm before
+    assert (pads > 5.0).any(), np.round(pads, 1)

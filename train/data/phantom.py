@@ -288,8 +288,10 @@ def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: floa
         lat_fat = rng.uniform(0.3, 1.0)
     else:
         ts_w, ts_ap = rng.uniform(13.0, 20.0), rng.uniform(10.5, 16.0)  # real sacs: ~16 x 14 mm, 140-230 mm2
-        # real sacs fill most of the canal: often no visible fat beside them, a thin pad behind
-        post_fat, hyper, flavum = rng.uniform(0.4, 4.5), rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
+        # real sacs fill most of the canal: often no visible fat beside them, a thin pad behind (a thick
+        # pad taught the model to call the back third of a bright T2 sac epidural space)
+        post_fat = rng.uniform(0.2, 1.8) if rng.random() < 0.75 else rng.uniform(1.8, 4.5)
+        hyper, flavum = rng.uniform(0.9, 1.12), rng.uniform(1.2, 2.0)
         lat_fat = rng.uniform(0.1, 2.5)
     # a tight canal template: on real slices the sac reaches the flava and the recesses are slits, and
     # a wider template taught every model to keep a ring of epidural space inside a real T2 sac
@@ -354,6 +356,10 @@ class _Derived:
     muscle_back: float  # posterior surface of the paraspinal muscles
 
 
+APEX_FAT_MM = 0.8
+"""Epidural fat between the flava's V and the laminae's junction: a sliver on real slices."""
+
+
 def _derive(lv: LevelAnatomy) -> _Derived:
     bulge = lv.bulge
     notch = max(lv.notch_depth - 0.8 * bulge, 0.3)
@@ -362,7 +368,7 @@ def _derive(lv: LevelAnatomy) -> _Derived:
     ts_v = vpb + lv.ant_fat + lv.ts_ap / 2
     w_in, h_in = lv.ts_w / 2 + lv.lat_fat, lv.ts_ap / 2 + lv.post_fat
     w_out, h_out = w_in + 2 * lv.flavum_r, h_in + 2 * lv.flavum_r
-    apex = ts_v + h_out + 1.5
+    apex = ts_v + h_out + APEX_FAT_MM
     s0 = (0.0, apex + lv.lamina_r * 0.7)
     return _Derived(lv.disc_a[0] + bulge, lv.disc_a[1] + bulge, lv.disc_b[0] + bulge, b_back, notch,
                     vpb, ts_v, w_in, h_in, w_out, h_out, apex, s0,
