@@ -285,3 +285,29 @@ def test_a_thin_pad_of_fat_and_flava_lies_behind_most_sacs() -> None:
     pads = np.array(pads)
     assert 2.0 < np.median(pads) < 5.0, np.round(pads, 1)  # 5.8 mm before
     assert (pads > 5.0).any(), np.round(pads, 1)
+
+
+def test_a_triangular_sac_reaches_further_back_than_an_oval_one() -> None:
+    """Real low-lumbar sacs are triangles whose apex fills the flava's V: the phantom's triangle
+    reaches TRIANGLE_DEPTH of its half-depth further back than an oval of the same size, and the
+    canal deepens with it, so the apex is still sac, not bone."""
+    from dataclasses import replace
+
+    from train.data.phantom import OVERSAMPLE, TRIANGLE_DEPTH, T, build_scene, render_tissue
+
+    patient = sample_patient(5, 0)
+    disc = min(patient.levels)
+
+    def back_of_sac(triangle: float) -> tuple[float, float]:
+        level = replace(patient.levels[disc], sac_triangle=triangle)
+        scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
+        tissue = render_tissue(scene, np.random.default_rng(0))
+        rows, _ = np.nonzero(np.isin(tissue, (T.CSF, T.CAUDA, T.DURA)))
+        return rows.min() * SPACING_MM / OVERSAMPLE, rows.max() * SPACING_MM / OVERSAMPLE
+
+    front_oval, back_oval = back_of_sac(0.0)
+    front_tri, back_tri = back_of_sac(1.0)
+    half_depth = patient.levels[disc].ts_ap / 2
+    expected = TRIANGLE_DEPTH * half_depth
+    assert back_tri - back_oval == pytest.approx(expected, abs=0.6)  # 0.34 mm pixels, a slightly tilted level
+    assert front_tri >= front_oval - 0.4  # the front of the sac stays where it was

@@ -356,6 +356,9 @@ class _Derived:
     muscle_back: float  # posterior surface of the paraspinal muscles
 
 
+TRIANGLE_DEPTH = 0.35
+"""How far a triangular sac's apex reaches behind an oval's, as a share of its half-depth: real
+low-lumbar sacs fill the V of the flava down to the laminae."""
 APEX_FAT_MM = 0.8
 """Epidural fat between the flava's V and the laminae's junction: a sliver on real slices."""
 
@@ -368,7 +371,7 @@ def _derive(lv: LevelAnatomy) -> _Derived:
     ts_v = vpb + lv.ant_fat + lv.ts_ap / 2
     w_in, h_in = lv.ts_w / 2 + lv.lat_fat, lv.ts_ap / 2 + lv.post_fat
     w_out, h_out = w_in + 2 * lv.flavum_r, h_in + 2 * lv.flavum_r
-    apex = ts_v + h_out + APEX_FAT_MM
+    apex = ts_v + h_out * (1.0 + TRIANGLE_DEPTH * lv.sac_triangle) + APEX_FAT_MM
     s0 = (0.0, apex + lv.lamina_r * 0.7)
     return _Derived(lv.disc_a[0] + bulge, lv.disc_a[1] + bulge, lv.disc_b[0] + bulge, b_back, notch,
                     vpb, ts_v, w_in, h_in, w_out, h_out, apex, s0,
@@ -553,7 +556,7 @@ def _sac_shape(f: Frame, du: float, tv: float, ru: float, rv: float, triangle: f
         return ellipse(f, du, tv, ru, rv)
     front = ellipse(f, du, tv - rv * 0.25 * triangle, ru, rv * (1.0 - 0.25 * triangle))
     wide = ru * (1.0 + 0.15 * triangle)
-    apex = (du, tv + rv)
+    apex = (du, tv + rv * (1.0 + TRIANGLE_DEPTH * triangle))
     return Union(front, polygon(f, [(du - wide, tv - rv * 0.3), (du + wide, tv - rv * 0.3), apex]))
 
 
