@@ -6,6 +6,7 @@ import csv
 import math
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,18 @@ import pydicom
 import pytest
 from PIL import Image
 
-from train.data.phantom import SPACING_MM, render_slice, sample_patient
+from edge_runtime.labels import BY_SHORT
+from train.data.phantom import (
+    CLASS_OF_TISSUE,
+    OVERSAMPLE,
+    SPACING_MM,
+    TRIANGLE_DEPTH,
+    T,
+    build_scene,
+    render_slice,
+    render_tissue,
+    sample_patient,
+)
 from train.data.synth import SynthError, synthesize
 
 REAL_SHARES = {"BG": 0.939, "IVD": 0.036, "PE": 0.016, "TS": 0.003, "AAP": 0.006}
@@ -237,22 +249,32 @@ def test_dcmdump_reads_files_without_warnings(dicom_set: tuple[Path, object]) ->
     assert result.stdout.count("(0008,0060) CS [MR]") == len(files)
 
 
+MM_PER_TISSUE_PX = SPACING_MM / OVERSAMPLE
+"""Tissue maps are rendered at OVERSAMPLE x the image's resolution."""
+
+
+def _is_sac(tissue: np.ndarray) -> np.ndarray:
+    """Pixels of the tissues that make the TS class (CSF, dura, cauda equina)."""
+    return CLASS_OF_TISSUE[tissue] == BY_SHORT["TS"].id
+
+
+def _render_level(patient, disc: int, **changes) -> np.ndarray:
+    """Tissue map of the disc slice at `disc`, with that level's anatomy changed as given."""
+    level = replace(patient.levels[disc], **changes)
+    scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
+    return render_tissue(scene, np.random.default_rng(0))
+
+
 def test_flava_hug_a_triangular_sac_when_the_fat_is_thin() -> None:
     """The flava's inner border follows the sac's shape: a triangular sac leaves no fat-filled
     corners behind it (real low-lumbar sacs fill the V of the flava), an oval one keeps its
     elliptical epidural space."""
-    from dataclasses import replace
-
-    from train.data.phantom import T, build_scene, render_tissue
-
     patient = sample_patient(5, 0)
     disc = min(patient.levels)
 
     def fat_behind_sac(triangle: float) -> float:
-        level = replace(patient.levels[disc], sac_triangle=triangle, lat_fat=0.1, post_fat=0.4)
-        scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
-        tissue = render_tissue(scene, np.random.default_rng(0))
-        sac = np.isin(tissue, (T.CSF, T.CAUDA, T.DURA))
+        tissue = _render_level(patient, disc, sac_triangle=triangle, lat_fat=0.1, post_fat=0.4)
+        sac = _is_sac(tissue)
         rows = np.nonzero(sac.any(axis=1))[0]
         centre = (rows.min() + rows.max()) // 2
         cols = np.nonzero(sac.any(axis=0))[0]
@@ -268,20 +290,18 @@ def test_a_thin_pad_of_fat_and_flava_lies_behind_most_sacs() -> None:
     and the laminae are a few millimetres on most levels (the sac of a real T2 slice reaches almost
     to the laminae; a 6 mm pad taught the model to call the back of a bright sac epidural space),
     and still thick on some, so the model sees both."""
-    from train.data.phantom import OVERSAMPLE, T, build_scene, render_tissue
-
     pads = []
     for index in range(12):
         patient = sample_patient(21, index)
         for disc in patient.levels:
-            tissue = render_tissue(build_scene(patient, disc, "disc"), np.random.default_rng(0))
-            rows, cols = np.nonzero(np.isin(tissue, (T.CSF, T.CAUDA, T.DURA)))
+            tissue = _render_level(patient, disc)
+            rows, cols = np.nonzero(_is_sac(tissue))
             if rows.size == 0:  # a rare stenotic level whose sac a central hernia covers whole
                 continue
             column = tissue[:, int(np.median(cols))]
             below = column[rows.max() + 1:]
             pad = np.argmax(~np.isin(below, (T.EPIDURAL_FAT, T.FLAVUM)))
-            pads.append(pad * SPACING_MM / OVERSAMPLE)
+            pads.append(pad * MM_PER_TISSUE_PX)
     pads = np.array(pads)
     assert 2.0 < np.median(pads) < 5.0, np.round(pads, 1)  # 5.8 mm before
     assert (pads > 5.0).any(), np.round(pads, 1)
@@ -291,19 +311,12 @@ def test_a_triangular_sac_reaches_further_back_than_an_oval_one() -> None:
     """Real low-lumbar sacs are triangles whose apex fills the flava's V: the phantom's triangle
     reaches TRIANGLE_DEPTH of its half-depth further back than an oval of the same size, and the
     canal deepens with it, so the apex is still sac, not bone."""
-    from dataclasses import replace
-
-    from train.data.phantom import OVERSAMPLE, TRIANGLE_DEPTH, T, build_scene, render_tissue
-
     patient = sample_patient(5, 0)
     disc = min(patient.levels)
 
     def back_of_sac(triangle: float) -> tuple[float, float]:
-        level = replace(patient.levels[disc], sac_triangle=triangle)
-        scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
-        tissue = render_tissue(scene, np.random.default_rng(0))
-        rows, _ = np.nonzero(np.isin(tissue, (T.CSF, T.CAUDA, T.DURA)))
-        return rows.min() * SPACING_MM / OVERSAMPLE, rows.max() * SPACING_MM / OVERSAMPLE
+        rows, _ = np.nonzero(_is_sac(_render_level(patient, disc, sac_triangle=triangle)))
+        return rows.min() * MM_PER_TISSUE_PX, rows.max() * MM_PER_TISSUE_PX
 
     front_oval, back_oval = back_of_sac(0.0)
     front_tri, back_tri = back_of_sac(1.0)
