@@ -233,6 +233,8 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     levels = {d: _sample_level(rng, d, scale, theta, cx, cy) for d in DISCS}
     variety = _rng(seed, index, 3)  # a stream of its own: adding it left every other draw as it was
     levels = {d: replace(lv, **_sample_variety(variety, d, scale)) for d, lv in levels.items()}
+    bones = _rng(seed, index, 4)  # likewise: the pedicle level's draws leave the disc slices as they were
+    levels = {d: replace(lv, **_sample_pedicles(bones, scale)) for d, lv in levels.items()}
     return PatientAnatomy(
         seed=seed, index=index, theta=theta,
         body_a=rng.uniform(130.0, 185.0),
@@ -264,11 +266,12 @@ def _sample_variety(rng: np.random.Generator, disc: int, scale: float) -> dict[s
     if rng.random() < (0.4, 0.12, 0.0)[k]:
         kidney = (rng.uniform(10.0, 22.0), rng.uniform(14.0, 24.0) * scale, rng.uniform(10.0, 17.0) * scale)
     triangle = rng.uniform(0.5, 1.0) if rng.random() < (0.3, 0.55, 0.75)[k] else 0.0
-    # the pedicles' half-width; real transverse processes show on the fewer mid-body slices
-    pedicle_r = rng.uniform(4.0, 5.8) * scale
-    transverse = bool(rng.random() < 0.3)
-    return {"kidney": kidney, "sac_triangle": float(triangle), "pedicle_r": float(pedicle_r),
-            "transverse": transverse}
+    return {"kidney": kidney, "sac_triangle": float(triangle)}
+
+
+def _sample_pedicles(rng: np.random.Generator, scale: float) -> dict[str, object]:
+    """The pedicles' half-width; whether the slice cuts the transverse processes (seldom, on real ones)."""
+    return {"pedicle_r": float(rng.uniform(4.0, 5.8) * scale), "transverse": bool(rng.random() < 0.3)}
 
 
 def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: float, cx: float,
