@@ -184,6 +184,8 @@ class LevelAnatomy:
     sac_triangle: float = 0.0  # 0 oval thecal sac ... 1 triangular (trefoil canal of the low levels)
     pedicle_r: float = 4.2  # half-width of a pedicle (mm)
     transverse: bool = True  # the pedicle slice shows the transverse processes
+    cortex_mm: float = 1.6  # the vertebral body's cortical rim
+    basivertebral: float = 1.0  # size of the basivertebral vein, relative to 3 x 2 mm
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,7 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     variety = _rng(seed, index, 3)  # a stream of its own: adding it left every other draw as it was
     levels = {d: replace(lv, **_sample_variety(variety, d, scale)) for d, lv in levels.items()}
     bones = _rng(seed, index, 4)  # likewise: the pedicle level's draws leave the disc slices as they were
-    levels = {d: replace(lv, **_sample_pedicles(bones, scale)) for d, lv in levels.items()}
+    levels = {d: replace(lv, **_sample_bones(bones, scale)) for d, lv in levels.items()}
     return PatientAnatomy(
         seed=seed, index=index, theta=theta,
         body_a=rng.uniform(130.0, 185.0),
@@ -269,9 +271,10 @@ def _sample_variety(rng: np.random.Generator, disc: int, scale: float) -> dict[s
     return {"kidney": kidney, "sac_triangle": float(triangle)}
 
 
-def _sample_pedicles(rng: np.random.Generator, scale: float) -> dict[str, object]:
-    """The pedicles' half-width; whether the slice cuts the transverse processes (seldom, on real ones)."""
-    return {"pedicle_r": float(rng.uniform(4.0, 5.8) * scale), "transverse": bool(rng.random() < 0.3)}
+def _sample_bones(rng: np.random.Generator, scale: float) -> dict[str, object]:
+    """Pedicle half-width, transverse processes (seldom cut on real slices), body cortex, basivertebral vein."""
+    return {"pedicle_r": float(rng.uniform(4.0, 5.8) * scale), "transverse": bool(rng.random() < 0.3),
+            "cortex_mm": float(rng.uniform(0.7, 1.6)), "basivertebral": float(rng.uniform(0.6, 1.6))}
 
 
 def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: float, cx: float,
@@ -705,9 +708,13 @@ def _vertebral_body_ops(lv: LevelAnatomy, d: _Derived, sacrum: bool = False) -> 
     a_r, a_l, bf, bb = d.a_r * 0.94, d.a_l * 0.94, d.b_front * 0.96, d.b_back * 0.96
     notch = ellipse(f, 0.0, bb + 6.0 - 2.0, lv.notch_ru, 6.0)
     outer = Diff(superellipse(f, 0.0, 0.0, a_r, a_l, bf, bb, lv.disc_p), notch)
-    inner = superellipse(f, 0.0, 0.0, a_r - 1.6, a_l - 1.6, bf - 1.6, bb - 1.6, lv.disc_p)
+    c = lv.cortex_mm
+    inner = superellipse(f, 0.0, 0.0, a_r - c, a_l - c, bf - c, bb - c, lv.disc_p)
+    # the basivertebral vein leaves through a gap in the posterior cortex, below the notch
+    vu, vv = 3.0 * lv.basivertebral, 2.0 * lv.basivertebral
+    vein = ellipse(f, 0.0, bb - 2.0 - vv, vu, vv)
     ops: list[Op] = [Paint(outer, T.CORTEX), Paint(inner, T.MARROW, frozenset({T.CORTEX})),
-                     Paint(ellipse(f, 0.0, bb - 4.5, 3.0, 2.0), T.VEIN, frozenset({T.MARROW}))]
+                     Paint(vein, T.VEIN, frozenset({T.MARROW, T.CORTEX}))]
     if sacrum:  # S1: the alae reach out from the body towards the iliac wings
         reach = _iliac_base(lv, d) + 4.0
         for side in (-1.0, 1.0):
