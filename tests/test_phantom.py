@@ -258,10 +258,10 @@ def _is_sac(tissue: np.ndarray) -> np.ndarray:
     return CLASS_OF_TISSUE[tissue] == BY_SHORT["TS"].id
 
 
-def _render_level(patient, disc: int, zone: str = "disc", **changes) -> np.ndarray:
-    """Tissue map of the `zone` slice at `disc`, with that level's anatomy changed as given."""
+def _render_level(patient, disc: int, **changes) -> np.ndarray:
+    """Tissue map of the disc slice at `disc`, with that level's anatomy changed as given."""
     level = replace(patient.levels[disc], **changes)
-    scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, zone)
+    scene = build_scene(replace(patient, levels={**patient.levels, disc: level}), disc, "disc")
     return render_tissue(scene, np.random.default_rng(0))
 
 
@@ -324,66 +324,3 @@ def test_a_triangular_sac_reaches_further_back_than_an_oval_one() -> None:
     expected = TRIANGLE_DEPTH * half_depth
     assert back_tri - back_oval == pytest.approx(expected, abs=0.6)  # 0.34 mm pixels, a slightly tilted level
     assert front_tri >= front_oval - 0.4  # the front of the sac stays where it was
-
-
-def test_marrow_runs_on_from_the_vertebral_body_into_both_pedicles() -> None:
-    """On a mid-body slice each pedicle is a thick bar of bone continuous with the body (real slices
-    show no cortex between them), not a thin ring round the canal."""
-    for index in range(3):
-        patient = sample_patient(21, index)
-        for disc in patient.levels:
-            tissue = _render_level(patient, disc, "pedicle")
-            body, pedicle = tissue == T.MARROW, tissue == T.PE_MARROW
-            touching = pedicle & (np.roll(body, 1, 0) | np.roll(body, -1, 0) | np.roll(body, 1, 1) | np.roll(body, -1, 1))
-            _, cols = np.nonzero(touching)
-            midline = np.median(np.nonzero(_is_sac(tissue))[1])
-            assert (cols < midline).sum() > 10 and (cols > midline).sum() > 10, (index, disc)
-
-
-def test_transverse_processes_show_on_a_minority_of_pedicle_slices() -> None:
-    """Real body slices seldom cut the transverse processes; a phantom that drew them on every
-    pedicle slice made long bars through the muscles the signature of a vertebral body."""
-    with_process = []
-    for index in range(20):
-        patient = sample_patient(21, index)
-        for disc in patient.levels:
-            tissue = _render_level(patient, disc, "pedicle")
-            _, cols = np.nonzero(np.isin(tissue, (T.PE_CORTEX, T.PE_MARROW)))
-            half_extent = (cols.max() - cols.min()) / 2 * MM_PER_TISSUE_PX
-            with_process.append(half_extent > 30.0)  # the pedicles and laminae end within ~20 mm
-    assert 0.15 < np.mean(with_process) < 0.5, np.mean(with_process)  # 1.0 before
-
-
-def _midline_column(tissue: np.ndarray) -> np.ndarray:
-    """The tissue column through the middle of the thecal sac (the phantom's midline)."""
-    return tissue[:, int(np.median(np.nonzero(_is_sac(tissue))[1]))]
-
-
-def test_the_vertebral_body_cortex_is_as_thin_as_real_ones_on_some_levels() -> None:
-    """Measured down the midline at the body's front: a 0.7-1.6 mm rim. A fixed 1.6 mm signal void
-    taught the model a vertebral body by a thick black ring that real bodies seldom show."""
-    rims = []
-    for index in range(8):
-        patient = sample_patient(21, index)
-        for disc in patient.levels:
-            column = _midline_column(_render_level(patient, disc, "endplate"))
-            first_marrow = np.argmax(column == T.MARROW)
-            front = column[:first_marrow]
-            rims.append((front[::-1] == T.CORTEX).argmin() * MM_PER_TISSUE_PX)
-    assert min(rims) < 1.0 and max(rims) > 1.3, np.round(rims, 2)  # 1.4-1.7 mm everywhere before
-
-
-def test_the_basivertebral_vein_leaves_through_the_posterior_cortex() -> None:
-    """Down the vein's column, it runs from the marrow to the canal with no cortex behind it (the
-    basivertebral foramen), as the bright notch at the back of real vertebral bodies shows."""
-    for index in range(4):
-        patient = sample_patient(21, index)
-        for disc in patient.levels:
-            tissue = _render_level(patient, disc, "endplate")
-            sac_rows, sac_cols = np.nonzero(_is_sac(tissue))
-            rows, cols = np.nonzero(tissue == T.VEIN)
-            near = (np.abs(cols - np.median(sac_cols)) < 10 / MM_PER_TISSUE_PX) & (rows > sac_rows.min() - 12 / MM_PER_TISSUE_PX)
-            cols = cols[near]  # the body's vein, just in front of the sac; not the cava or the iliac veins
-            column = tissue[:, int(np.median(cols))]
-            last = np.nonzero(column == T.VEIN)[0].max()
-            assert column[last + 1] not in (T.CORTEX, T.MARROW), (index, disc, T(column[last + 1]).name)

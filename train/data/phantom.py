@@ -182,10 +182,6 @@ class LevelAnatomy:
     vessel_jitter: tuple[float, float, float]
     kidney: tuple[float, float, float] | None = None  # lower pole: (lateral offset, radius u, radius v) mm
     sac_triangle: float = 0.0  # 0 oval thecal sac ... 1 triangular (trefoil canal of the low levels)
-    pedicle_r: float = 4.2  # half-width of a pedicle (mm)
-    transverse: bool = True  # the pedicle slice shows the transverse processes
-    cortex_mm: float = 1.6  # the vertebral body's cortical rim
-    basivertebral: float = 1.0  # size of the basivertebral vein, relative to 3 x 2 mm
 
 
 @dataclass(frozen=True)
@@ -235,8 +231,6 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     levels = {d: _sample_level(rng, d, scale, theta, cx, cy) for d in DISCS}
     variety = _rng(seed, index, 3)  # a stream of its own: adding it left every other draw as it was
     levels = {d: replace(lv, **_sample_variety(variety, d, scale)) for d, lv in levels.items()}
-    bones = _rng(seed, index, 4)  # likewise: the pedicle level's draws leave the disc slices as they were
-    levels = {d: replace(lv, **_sample_bones(bones, scale)) for d, lv in levels.items()}
     return PatientAnatomy(
         seed=seed, index=index, theta=theta,
         body_a=rng.uniform(130.0, 185.0),
@@ -269,12 +263,6 @@ def _sample_variety(rng: np.random.Generator, disc: int, scale: float) -> dict[s
         kidney = (rng.uniform(10.0, 22.0), rng.uniform(14.0, 24.0) * scale, rng.uniform(10.0, 17.0) * scale)
     triangle = rng.uniform(0.5, 1.0) if rng.random() < (0.3, 0.55, 0.75)[k] else 0.0
     return {"kidney": kidney, "sac_triangle": float(triangle)}
-
-
-def _sample_bones(rng: np.random.Generator, scale: float) -> dict[str, object]:
-    """Pedicle half-width, transverse processes (seldom cut on real slices), body cortex, basivertebral vein."""
-    return {"pedicle_r": float(rng.uniform(4.0, 5.8) * scale), "transverse": bool(rng.random() < 0.3),
-            "cortex_mm": float(rng.uniform(0.7, 1.6)), "basivertebral": float(rng.uniform(0.6, 1.6))}
 
 
 def _sample_level(rng: np.random.Generator, disc: int, scale: float, theta: float, cx: float,
@@ -626,8 +614,12 @@ def _arch_ops(lv: LevelAnatomy, d: _Derived, zone: str) -> list[Op]:
         sap_t, iap_t = 3.8 * hyp, 4.2 * hyp
         iap_c = (joint[0] + nrm[0] * (iap_t + 0.5), joint[1] + nrm[1] * (iap_t + 0.5))
         if zone == "pedicle":
-            ops += _pedicle_ops(lv, d, side)
-            lam_from = _pedicle_ends(lv, d, side)[1]
+            ped_from = (side * (d.w_out - 1.0), d.vpb - 3.0)
+            ped_to = (side * (d.w_out + 3.0), d.ts_v + 1.0)
+            tp_to = (side * (max(d.a_l, d.a_r) + 22.0), d.ts_v)
+            ops += _bone(Union(capsule(f, ped_from, ped_to, 4.2), capsule(f, ped_to, tp_to, 4.0, 2.8)),
+                         Union(capsule(f, ped_from, ped_to, 2.9), capsule(f, ped_to, tp_to, 2.7, 1.5)))
+            lam_from = ped_to
         else:
             sap_c = (joint[0] - nrm[0] * (sap_t + 0.5), joint[1] - nrm[1] * (sap_t + 0.5))
             ops.append(Paint(capsule(f, (joint[0] - dirn[0] * 6, joint[1] - dirn[1] * 6),
@@ -637,43 +629,11 @@ def _arch_ops(lv: LevelAnatomy, d: _Derived, zone: str) -> list[Op]:
             ops += _bone(ellipse(f, *iap_c, 7.5 * hyp, iap_t, ang),
                          ellipse(f, *iap_c, 7.5 * hyp - 1.3, iap_t - 1.3, ang))
             lam_from = iap_c
-        lam_r = lv.lamina_r + (1.0 if zone == "pedicle" else 0.0)  # laminae thicken below the facets
-        ops += _bone(capsule(f, lam_from, s0, lam_r), capsule(f, lam_from, s0, lam_r - 1.3))
+        ops += _bone(capsule(f, lam_from, s0, lv.lamina_r), capsule(f, lam_from, s0, lv.lamina_r - 1.3))
     tip = (lv.spinous_tilt, s0[1] + lv.spinous_len)
     r = lv.spinous_r
     ops += _bone(Union(capsule(f, s0, tip, r + 0.6, r * 0.8), ellipse(f, *tip, r * 1.1, 3.5)),
                  Union(capsule(f, s0, tip, r - 0.7, r * 0.8 - 1.2), ellipse(f, *tip, r * 1.1 - 1.2, 2.3)))
-    return ops
-
-
-def _pedicle_ends(lv: LevelAnatomy, d: _Derived, side: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Where a pedicle leaves the vertebral body's back and where it meets its lamina."""
-    r = lv.pedicle_r
-    return (side * (d.w_out + 0.5 * r), d.vpb - 8.0), (side * (d.w_out + 0.5 * r + 1.0), d.ts_v + 0.4 * d.h_out)
-
-
-def _pedicle_ops(lv: LevelAnatomy, d: _Derived, side: float) -> list[Op]:
-    """A thick pedicle from the body to the lamina; sometimes a transverse process behind the psoas.
-
-    Real mid-body slices show short, 7-10 mm wide pedicles that close a ring of bone round the canal.
-    """
-    f, r = lv.frame, lv.pedicle_r
-    root, end = _pedicle_ends(lv, d, side)
-    outer: list[Shape] = [capsule(f, root, end, r)]
-    inner: list[Shape] = [capsule(f, root, end, r - 1.3)]
-    if lv.transverse:
-        tip = (side * (max(d.a_l, d.a_r) + lv.psoas[0] + 6.0), end[1] - 1.0)
-        outer.append(capsule(f, end, tip, 3.6, 2.6))
-        inner.append(capsule(f, end, tip, 2.3, 1.3))
-    return _bone(Union(*outer), Union(*inner))
-
-
-def _pedicle_junction_ops(lv: LevelAnatomy, d: _Derived) -> list[Op]:
-    """Marrow runs on from the body into each pedicle: no cortex between them."""
-    ops: list[Op] = []
-    for side in (-1.0, 1.0):
-        root, end = _pedicle_ends(lv, d, side)
-        ops.append(Paint(capsule(lv.frame, root, end, lv.pedicle_r - 1.3), T.PE_MARROW, frozenset({T.CORTEX})))
     return ops
 
 
@@ -708,13 +668,9 @@ def _vertebral_body_ops(lv: LevelAnatomy, d: _Derived, sacrum: bool = False) -> 
     a_r, a_l, bf, bb = d.a_r * 0.94, d.a_l * 0.94, d.b_front * 0.96, d.b_back * 0.96
     notch = ellipse(f, 0.0, bb + 6.0 - 2.0, lv.notch_ru, 6.0)
     outer = Diff(superellipse(f, 0.0, 0.0, a_r, a_l, bf, bb, lv.disc_p), notch)
-    c = lv.cortex_mm
-    inner = superellipse(f, 0.0, 0.0, a_r - c, a_l - c, bf - c, bb - c, lv.disc_p)
-    # the basivertebral vein leaves through a gap in the posterior cortex, below the notch
-    vu, vv = 3.0 * lv.basivertebral, 2.0 * lv.basivertebral
-    vein = ellipse(f, 0.0, bb - 2.0 - vv, vu, vv)
+    inner = superellipse(f, 0.0, 0.0, a_r - 1.6, a_l - 1.6, bf - 1.6, bb - 1.6, lv.disc_p)
     ops: list[Op] = [Paint(outer, T.CORTEX), Paint(inner, T.MARROW, frozenset({T.CORTEX})),
-                     Paint(vein, T.VEIN, frozenset({T.MARROW, T.CORTEX}))]
+                     Paint(ellipse(f, 0.0, bb - 4.5, 3.0, 2.0), T.VEIN, frozenset({T.MARROW}))]
     if sacrum:  # S1: the alae reach out from the body towards the iliac wings
         reach = _iliac_base(lv, d) + 4.0
         for side in (-1.0, 1.0):
@@ -745,8 +701,6 @@ def build_scene(p: PatientAnatomy, disc: int, zone: str = "disc") -> Scene:
     fine += _canal_ops(lv, d, foramina=zone == "disc")
     sacrum = disc == DISCS[-1] and zone == "pedicle"  # below L5-S1 the slice cuts S1
     fine += _disc_ops(lv, d) if zone == "disc" else _vertebral_body_ops(lv, d, sacrum)
-    if zone == "pedicle":
-        fine += _pedicle_junction_ops(lv, d)
     return Scene(coarse, fine)
 
 

@@ -83,8 +83,7 @@ class Randomization:
     dura takes the CSF's signal (a 0.3 mm membrane is seldom a visible line on a real slice, so the
     sac must end where the CSF does, not at a dark ring); clear_sac: probability that the sac's
     fixed cauda-equina roots become CSF (some real T2 sacs are a uniform bright triangle, and a
-    network that only ever saw speckled sacs labels that as epidural fat); marrow_speckle: range of
-    the fine mottle of trabecular bone, relative to its mean.
+    network that only ever saw speckled sacs labels that as epidural fat).
     """
 
     prior_weight: float = 0.7
@@ -103,7 +102,6 @@ class Randomization:
     roots: float = 0.6
     hidden_dura: float = 0.7
     clear_sac: float = 0.4
-    marrow_speckle: tuple[float, float] = (0.0, 0.15)
 
 
 def _deform(tissue: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_mm: float) -> tuple[np.ndarray, ...]:
@@ -255,11 +253,10 @@ def randomized_image(tissue: np.ndarray, prior: str, rng: np.random.Generator, c
     texture_amp[list(_SMOOTH)] = rng.uniform(0.0, 0.05)  # fibrocartilage is smooth in every contrast
     texture = _smooth_field(rng, int(rng.integers(40, 160)), tissue.shape[0])
     fine = means[tissue, sub] * (1.0 + texture_amp[tissue] * texture)
-    # trabecular marrow is faintly mottled: a fine (1-2 px) speckle of its own (real vertebral bodies
-    # are no grainier than real discs at 0.7 mm; a strong speckle taught the body by its grain)
+    # trabecular marrow is mottled in every contrast: a fine (1-2 px) speckle of its own
     speckle = _smooth_field(rng, int(rng.integers(200, 400)), tissue.shape[0])
     marrow = np.isin(tissue, _TRABECULAR)
-    fine[marrow] *= 1.0 + np.float32(rng.uniform(*cfg.marrow_speckle)) * speckle[marrow]
+    fine[marrow] *= 1.0 + np.float32(rng.uniform(0.12, 0.4)) * speckle[marrow]
     if rng.random() < cfg.soft_nucleus:
         _soften_disc(fine, tissue, rng)
     if rng.random() < cfg.dark_rim:
