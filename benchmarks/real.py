@@ -194,13 +194,20 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{100 * value:.1f} %" if pct else f"{value:.3f}"
 
 
+def _windows(info: dict[str, Any]) -> str:
+    fovs = info.get("fields_of_view_mm")
+    if not fovs:
+        return ""
+    return f", windows {' / '.join(f'{fov:g}' for fov in fovs)} mm" + (" (mean probabilities)" if len(fovs) > 1 else "")
+
+
 def markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
     """The result table, one row per contrast."""
     lines = [
         f"# Real slices: {info['model']}",
         "",
         f"{info['slices']} slices of {info['images']}, reference {info['reference']} (by-eye outlines), "
-        f"pixel spacing {info['pixel_spacing_mm']} mm, backend {info['backend']}.",
+        f"pixel spacing {info['pixel_spacing_mm']} mm, backend {info['backend']}{_windows(info)}.",
         "",
         "| contrast | slices | TS Dice | IVD Dice | TS area error (median) | disc-vs-body accuracy |",
         "|---|---:|---:|---:|---:|---:|",
@@ -227,8 +234,10 @@ def _tile(image: np.ndarray, pred: np.ndarray, ref: ReferenceSlice) -> Image.Ima
 
 
 def bench_real(model: Path | None, images: Path, reference: Path, out: Path | None = None,
-               pixel_spacing: float = 0.6875, threads: int | None = None, backend: str = "auto") -> dict[str, Any]:
-    """Score `model` (default: the bundled one) on the slices of `reference` found in `images`."""
+               pixel_spacing: float = 0.6875, threads: int | None = None, backend: str = "auto",
+               single_window: bool = False) -> dict[str, Any]:
+    """Score `model` (default: the bundled one) on the slices of `reference` found in `images`, as `edge-seg run`
+    segments them (single_window: one window per slice, as `run --single-window` does)."""
     from edge_runtime.run import resolve_model
     from edge_runtime.segmenter import Segmenter
 
@@ -243,7 +252,7 @@ def bench_real(model: Path | None, images: Path, reference: Path, out: Path | No
     if missing:
         raise RealBenchError(f"{images}: no image for {len(missing)} reference slice(s), e.g. {missing[0]}.png")
     model_path = resolve_model(model)
-    segmenter = Segmenter(model_path, backend=backend, threads=threads)
+    segmenter = Segmenter(model_path, backend=backend, threads=threads, single_window=single_window)
     pixels = [read_slice(path) for _, path in found]
     results = segmenter.segment(pixels, [(pixel_spacing, pixel_spacing)] * len(pixels))
     failed = [(ref.name, r.error) for (ref, _), r in zip(found, results, strict=True) if r.mask is None]
@@ -254,7 +263,8 @@ def bench_real(model: Path | None, images: Path, reference: Path, out: Path | No
     summary = summarize(rows)
     info = {"model": model_path.name, "model_sha256": segmenter.manifest.sha256, "images": str(images),
             "reference": str(reference), "slices": len(rows), "pixel_spacing_mm": pixel_spacing,
-            "backend": segmenter.backend.name, "threads": segmenter.backend.threads}
+            "backend": segmenter.backend.name, "threads": segmenter.backend.threads,
+            "fields_of_view_mm": segmenter.fields_of_view_mm}
     result = {"info": info, "summary": summary,
               "slices": [asdict(r) | {"ts_area_error": r.ts_area_error} for r in rows]}
     if out is not None:
@@ -310,7 +320,7 @@ def real_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def real_command(images: Path, reference: Path, model: Path | None = None, out: Path | None = None,
-                 pixel_spacing: float = 0.6875, threads: int | None = None) -> int:
+                 pixel_spacing: float = 0.6875, threads: int | None = None, single_window: bool = False) -> int:
     """CLI body of `edge-seg bench real`: prints the table; 0 when measured, 2 on unusable input."""
     import sys
 
@@ -321,7 +331,7 @@ def real_command(images: Path, reference: Path, model: Path | None = None, out: 
 
     err = Console(stderr=True, soft_wrap=True)
     try:
-        result = bench_real(model, images, reference, out, pixel_spacing, threads)
+        result = bench_real(model, images, reference, out, pixel_spacing, threads, single_window=single_window)
     except (ValueError, OSError, BackendError) as exc:  # RealBenchError and ManifestError are ValueErrors
         print_error(err, exc)
         return 2

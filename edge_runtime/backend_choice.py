@@ -12,10 +12,11 @@ file in the user cache folder (edge_runtime.user_cache), so only the first run o
 for the measurement.
 
 A one-shot `edge-seg run` also pays each runtime's start (its import, the model's load or compile,
-the first call) once for only a few dozen slices, so it picks by the whole job: start-up plus the
-slices times the per-slice time, both measured (start-up in fresh processes, after the timing, so a
-compiled-model cache is warm as it is in a run). A long-lived caller (`serve`, the benchmarks) gives
-no slice count and gets the per-slice choice.
+the first call) once for only a few dozen model calls (slices times the windows each is seen
+through), so it picks by the whole job: start-up plus the calls times the per-call time, both
+measured (start-up in fresh processes, after the timing, so a compiled-model cache is warm as it is
+in a run). A long-lived caller (`serve`, the benchmarks) gives no call count and gets the per-call
+choice.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class BackendChoice:
     measured_at: str | None = None
     cache_file: str | None = None
     startup_ms: dict[str, float] = field(default_factory=dict)  # runtime import + model load + first call, fresh process
-    slices: int | None = None  # chosen for a job of about this many slices (None: per slice, a long-lived caller)
+    calls: int | None = None  # chosen for a job of about this many model calls (None: per call, a long-lived caller)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -400,22 +401,22 @@ def pick(timings_ms: dict[str, float], order: list[str], margin: float = MARGIN)
     return next(name for name in measured if timings_ms[name] <= fastest * (1.0 + margin))
 
 
-def pick_for_run(timings_ms: dict[str, float], startup_ms: dict[str, float], order: list[str], slices: int,
+def pick_for_run(timings_ms: dict[str, float], startup_ms: dict[str, float], order: list[str], calls: int,
                  margin: float = MARGIN) -> str:
-    """`pick` by the whole job: start-up plus `slices` warm calls (a backend without a start-up
-    time is judged per slice only)."""
-    return pick({name: startup_ms.get(name, 0.0) + slices * ms for name, ms in timings_ms.items()}, order, margin)
+    """`pick` by the whole job: start-up plus `calls` warm calls (a backend without a start-up
+    time is judged per call only)."""
+    return pick({name: startup_ms.get(name, 0.0) + calls * ms for name, ms in timings_ms.items()}, order, margin)
 
 
 def runs_below(choice: BackendChoice, order: list[str], limit: int = 1_000_000) -> tuple[str, int] | None:
-    """(backend, n): one-shot runs of fewer than n slices take `backend` rather than the per-slice
-    choice, for its quicker start-up; None when the per-slice choice also starts quickest."""
+    """(backend, n): one-shot runs of fewer than n model calls take `backend` rather than the per-call
+    choice, for its quicker start-up; None when the per-call choice also starts quickest."""
     if not choice.timings_ms or not choice.startup_ms:
         return None
     small = pick_for_run(choice.timings_ms, choice.startup_ms, order, 1)
     if small == choice.backend:
         return None
-    low, high = 1, limit  # pick_for_run(.., low) != per-slice choice; find the first n where it is
+    low, high = 1, limit  # pick_for_run(.., low) != per-call choice; find the first n where it is
     if pick_for_run(choice.timings_ms, choice.startup_ms, order, high) != choice.backend:
         return small, limit
     while high - low > 1:
@@ -427,18 +428,18 @@ def runs_below(choice: BackendChoice, order: list[str], limit: int = 1_000_000) 
     return small, high
 
 
-def for_run(choice: BackendChoice, slices: int | None, order: list[str]) -> BackendChoice:
-    """`choice` (per slice) turned into the choice for a job of about `slices` slices."""
-    if slices is None or not choice.timings_ms or not choice.startup_ms:
+def for_run(choice: BackendChoice, calls: int | None, order: list[str]) -> BackendChoice:
+    """`choice` (per call) turned into the choice for a job of about `calls` calls."""
+    if calls is None or not choice.timings_ms or not choice.startup_ms:
         return choice
-    chosen = pick_for_run(choice.timings_ms, choice.startup_ms, order, slices)
-    costs = ", ".join(f"{name} {choice.startup_ms[name]:.0f} + {slices} x {choice.timings_ms[name]:.2f} = "
-                      f"{choice.startup_ms[name] + slices * choice.timings_ms[name]:.0f} ms"
+    chosen = pick_for_run(choice.timings_ms, choice.startup_ms, order, calls)
+    costs = ", ".join(f"{name} {choice.startup_ms[name]:.0f} + {calls} x {choice.timings_ms[name]:.2f} = "
+                      f"{choice.startup_ms[name] + calls * choice.timings_ms[name]:.0f} ms"
                       for name in order if name in choice.timings_ms and name in choice.startup_ms)
-    reason = (f"for a run of about {slices} slices, start-up (runtime import, model load, first call; fresh "
-              f"processes) plus the slices: {costs}; {chosen} costs least" if chosen != choice.backend else
-              f"for a run of about {slices} slices {chosen} is also quickest with its start-up counted ({costs})")
-    return replace(choice, backend=chosen, slices=slices, reason=f"{reason}. Per slice: {choice.reason}")
+    reason = (f"for a run of about {calls} model calls, start-up (runtime import, model load, first call; fresh "
+              f"processes) plus the calls: {costs}; {chosen} costs least" if chosen != choice.backend else
+              f"for a run of about {calls} model calls {chosen} is also quickest with its start-up counted ({costs})")
+    return replace(choice, backend=chosen, calls=calls, reason=f"{reason}. Per call: {choice.reason}")
 
 
 def _reason(chosen: str, timings_ms: dict[str, float], order: list[str], threads: int) -> str:
@@ -474,10 +475,10 @@ def _manifest(model_path: Path, manifest: Manifest | None) -> Manifest:
 
 
 def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None,
-              slices: int | None = None) -> tuple[Backend, BackendChoice]:
+              calls: int | None = None) -> tuple[Backend, BackendChoice]:
     """Open the backend `auto` picks for this model: the only candidate, the cached choice, or
-    the winner of a measurement made now (and cached); for a job of about `slices` slices (a
-    one-shot run) the winner by start-up plus slices, otherwise by the time per slice."""
+    the winner of a measurement made now (and cached); for a job of about `calls` model calls
+    (a one-shot run) the winner by start-up plus calls, otherwise by the time per call."""
     manifest = _manifest(model_path, manifest)
     candidates = candidate_backends(model_path)
     if not candidates:
@@ -488,13 +489,13 @@ def open_auto(model_path: Path, threads: int, manifest: Manifest | None = None,
         return open_named(model_path, name, threads, manifest), BackendChoice(name, threads, "auto", "only candidate", reason)
     cached = cached_choice(manifest.sha256, threads, candidates)
     if cached is not None:
-        choice = for_run(cached, slices, candidates)
+        choice = for_run(cached, calls, candidates)
         try:
             return open_named(model_path, choice.backend, threads, manifest), choice
         except BackendError:
             pass  # the cached backend broke since: measure again
     choice = measure_choice(model_path, threads, manifest, candidates)
-    choice = for_run(choice, slices, candidates)
+    choice = for_run(choice, calls, candidates)
     return open_named(model_path, choice.backend, threads, manifest), choice
 
 

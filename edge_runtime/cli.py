@@ -39,6 +39,11 @@ app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True, soft_wrap=True)
 
+_SINGLE_WINDOW_HELP = (
+    "See each slice through the model's own field of view only (a third of the inference), not also through "
+    "windows 1/16 smaller and larger whose probabilities are averaged (more accurate; the default)."
+)
+
 # Modules whose absence means an optional extra is missing, and the extra that provides them.
 _EXTRA_FOR_MODULE = {
     "tensorflow": "train",
@@ -339,6 +344,7 @@ def run(
                      "model that sees a fixed field of view, as the bundled one does."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON instead of a table.")] = False,
+    single_window: Annotated[bool, typer.Option(help=_SINGLE_WINDOW_HELP)] = False,
 ) -> None:
     """Segment a study on this machine: masks, overlays, report and DICOM SEG (no TensorFlow).
 
@@ -366,6 +372,7 @@ def run(
         json_output=json_output,
         batch_size=batch_size,
         pixel_spacing=pixel_spacing,
+        single_window=single_window,
         fork_builder=bool(_CONSOLE_SCRIPT),  # a fresh process with no thread of ours yet; never under CliRunner
     )
     _EXIT_NOW.append(status)  # run_command returned: every output is committed (or removed), the lock released
@@ -442,11 +449,13 @@ def bench_real(
     ] = None,
     pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing of the PNGs in mm (for areas).")] = 0.6875,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+    single_window: Annotated[bool, typer.Option(help=_SINGLE_WINDOW_HELP)] = False,
 ) -> None:
     """TS/IVD Dice, TS area error and disc-vs-body accuracy on real slices, by contrast (runtime only)."""
     command = load_command("benchmarks.real", "real_command")
     raise typer.Exit(
-        command(images=images, reference=reference, model=model, out=out, pixel_spacing=pixel_spacing, threads=threads)
+        command(images=images, reference=reference, model=model, out=out, pixel_spacing=pixel_spacing, threads=threads,
+                single_window=single_window)
     )
 
 

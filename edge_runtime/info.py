@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest, sha256_file
+from edge_runtime.preprocessing import window_specs
 
 
 def _tensor(spec: TensorSpec) -> str:
@@ -27,6 +28,14 @@ def _flat(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_flat(v) for v in value) or "-"
     return str(value) if value not in (None, "") else "-"
+
+
+def _windows(manifest: Manifest) -> str:
+    specs = window_specs(manifest.preprocessing)
+    if manifest.preprocessing.field_of_view_mm is None:
+        return "one: the whole slice, padded to a square"
+    fovs = " / ".join(f"{spec.field_of_view_mm:g}" for spec in specs)
+    return f"{fovs} mm, class probabilities averaged (--single-window: {manifest.preprocessing.field_of_view_mm:g} mm only)"
 
 
 def file_sha256(model_path: Path) -> str:
@@ -57,6 +66,7 @@ def manifest_table(manifest: Manifest, model_path: Path, verified: str) -> Table
     rows += [(f"output {i}", _tensor(t)) for i, t in enumerate(manifest.outputs)]
     rows += [
         ("preprocessing", _flat(manifest.preprocessing.to_dict())),
+        ("windows (edge-seg run)", _windows(manifest)),
         ("classes", ", ".join(f"{c.get('id')} {c.get('short')}" for c in manifest.classes)),
     ]
     rows += [(f"provenance {k}", _flat(v)) for k, v in manifest.provenance.items()]
@@ -95,7 +105,7 @@ def backend_section(model_path: Path, manifest: Manifest, threads: int | None, m
     auto = None
     if choice is not None:
         auto = choice.to_dict() | {"one_shot_below": runs_below(choice, candidates)}
-    return {"installed": candidates, "threads": threads, "auto": auto}
+    return {"installed": candidates, "threads": threads, "auto": auto, "windows": len(window_specs(manifest.preprocessing))}
 
 
 def _backend_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
@@ -108,9 +118,11 @@ def _backend_rows(section: dict[str, Any]) -> list[tuple[str, str]]:
     threads = section["threads"]
     rows = [("backends installed", installed), (f"backend auto ({threads} thread{'s' if threads != 1 else ''})", text)]
     if auto is not None and auto.get("one_shot_below"):
-        name, slices = auto["one_shot_below"]
-        rows.append(("backend auto, one-shot run", f"`edge-seg run` on fewer than {slices} files takes {name}: it starts "
-                     "quicker, and the per-slice gain would not pay for the other's start-up"))
+        name, calls = auto["one_shot_below"]
+        files = -(-calls // section["windows"])
+        rows.append(("backend auto, one-shot run", f"`edge-seg run` on fewer than {files} files ({calls} model calls, "
+                     f"{section['windows']} per slice) takes {name}: it starts quicker, and the per-call gain would not "
+                     "pay for the other's start-up"))
     return rows + [(f"ruled out: {name}", why) for name, why in (auto or {}).get("errors", {}).items()]
 
 

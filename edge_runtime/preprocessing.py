@@ -7,7 +7,7 @@ inputs prepared differently from how it was trained. The spec travels in each mo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -235,3 +235,23 @@ def restore_probabilities(scores: np.ndarray, geometry: SliceGeometry) -> np.nda
 def restore_labels(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
     """(S, S, C) scores -> (H, W) uint8 class ids at the original slice size (background outside the window)."""
     return restore_probabilities(scores, geometry).argmax(axis=-1).astype(np.uint8)
+
+
+WINDOW_SCALES = (0.9375, 1.0, 1.0625)
+"""Fields of view a fixed-window model sees each slice through, as multiples of its own.
+
+The mean of the three windows' probabilities is the mask. The model was trained with random
+zoom, so each window is a view it knows; averaging them takes out part of the error that
+depends on exactly where the anatomy falls in its grid. On held-out phantoms it raised mean
+Dice from 0.917 to 0.922 (every class gained), and on the 30 real slices TS and IVD Dice by
+0.01 and 0.04. It costs three inferences per slice; `--single-window`
+turns it off.
+
+"""
+
+
+def window_specs(spec: PreprocessSpec, single_window: bool = False) -> list[PreprocessSpec]:
+    """The preprocessing of each window a slice is seen through: WINDOW_SCALES of a fixed field of view."""
+    if spec.field_of_view_mm is None or single_window:
+        return [spec]
+    return [replace(spec, field_of_view_mm=spec.field_of_view_mm * scale) for scale in WINDOW_SCALES]

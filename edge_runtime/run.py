@@ -101,6 +101,7 @@ class RunOptions:
     overwrite: bool
     truth: Path | None
     rules: SelectionRules = field(default_factory=SelectionRules)
+    single_window: bool = False  # one window per slice instead of WINDOW_SCALES' three (faster, less accurate)
     stage_s: dict[str, float] = field(default_factory=dict)  # wall time of run stages outside the segmenter
 
     def clock(self, stage: str, since: float) -> float:
@@ -185,7 +186,7 @@ def files_under(input_path: Path, limit: int = 100_000) -> int:
 def _load_model(options: RunOptions, backend: str, threads: int | None, batch_size: int) -> Segmenter:
     try:
         return Segmenter(options.model, backend=backend, threads=threads, batch_size=batch_size,
-                         slices=files_under(options.input))
+                         slices=files_under(options.input), single_window=options.single_window)
     except (ManifestError, BackendError, ValueError):
         raise
     except Exception as exc:  # a hostile manifest or model file: name it, exit 2, no traceback
@@ -345,10 +346,13 @@ def run_command(
     quiet: bool = False,
     fork_builder: bool = False,
     pixel_spacing: float | None = None,
+    single_window: bool = False,
 ) -> int:
     """Segment every selected series under `input` into `output`; returns the exit status.
 
     `pixel_spacing`: mm per pixel of PNG/NPY slices, which carry none (DICOM keeps its own).
+    `single_window`: see each slice through the model's own field of view only, not the three
+    windows of segmenter.WINDOW_SCALES (a third of the inference, slightly less accurate).
 
     `loaded`: an already-loaded Segmenter (model, backend) to reuse, as the long-lived
     `edge-seg serve` worker does; `model`, `threads`, `backend` and `batch_size` are then
@@ -381,6 +385,7 @@ def run_command(
             thresholds=StenosisThresholds(ts_relative_mm2, ts_absolute_mm2),
             overwrite=overwrite,
             truth=Path(truth) if truth is not None else None,
+            single_window=single_window,
         )
         outputs = RunOutputs(output, input_path, overwrite)
         outputs.check_location()
@@ -469,6 +474,7 @@ def _run(
     failures = len(study.failed) + sum(len(o.failed) for o in outcomes)
     exit_code = 1 if failures else 0
     info = model_info(segmenter.manifest, options.model, segmenter.backend.name, segmenter.backend.threads)
+    info["fields_of_view_mm"] = segmenter.fields_of_view_mm  # the windows each slice was seen through
     info["backend_choice"] = segmenter.choice.to_dict()  # which backend ran and why (auto: measured or cached)
     notes = [f"removed the staging files of an interrupted run: {name}" for name in outputs.swept] + summary_notes
     reports = REPORT_NAMES if OutputFormat.REPORT in options.formats else ()

@@ -19,7 +19,9 @@ from edge_runtime.preprocessing import (
     _axis_weights,
     prepare_slice,
     restore_labels,
+    restore_probabilities,
     window_overlap,
+    window_specs,
 )
 
 
@@ -51,11 +53,13 @@ class Segmenter:
     """Loads a model only after its manifest checks out; then turns raw slices into masks.
 
     `backend="auto"` picks the fastest installed backend by measurement (cached per model, CPU
-    and thread count); `choice` says which one runs and why, for info and report.json.
+    and thread count); `choice` says which one runs and why, for info and report.json. A model
+    with a fixed field of view sees each slice through the windows of WINDOW_SCALES unless
+    `single_window`.
     """
 
     def __init__(self, model_path: Path, backend: str = "auto", threads: int | None = None, batch_size: int = 8,
-                 slices: int | None = None) -> None:
+                 slices: int | None = None, single_window: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         start = time.perf_counter()
@@ -65,16 +69,25 @@ class Segmenter:
         if not out_shape or out_shape[-1] != NUM_CLASSES:
             raise ManifestError(f"{self.model_path}: output shape {out_shape} does not end in {NUM_CLASSES} classes")
         self.spec = self.manifest.preprocessing
+        self.windows = window_specs(self.spec, single_window)
         threads = check_threads(threads)
         self.backend: Backend
         self.choice: BackendChoice
         if backend == "auto":
-            self.backend, self.choice = open_auto(self.model_path, threads, self.manifest, slices)
+            calls = slices * len(self.windows) if slices is not None else None
+            self.backend, self.choice = open_auto(self.model_path, threads, self.manifest, calls)
         else:
             self.backend = open_backend(self.model_path, backend, threads, self.manifest)
             self.choice = BackendChoice(backend, threads, backend, "explicit", f"--backend {backend} was given")
         self.batch_size = batch_size if self.backend.batch_free else 1
         self.timings = Timings(load_s=time.perf_counter() - start)
+
+    @property
+    def fields_of_view_mm(self) -> list[float] | None:
+        """The windows each slice is seen through, in mm (None: the whole slice, one window)."""
+        if self.spec.field_of_view_mm is None:
+            return None
+        return [spec.field_of_view_mm for spec in self.windows]
 
     def segment(self, images: Sequence[np.ndarray | None], spacings: Sequence[PixelSpacing] | None = None) -> list[SliceResult]:
         """Masks for `images` in order; a slice that fails (or is None) gets an error, never stops the rest.
@@ -83,44 +96,60 @@ class Segmenter:
         fixed field of view (manifest preprocessing.field_of_view_mm).
         """
         results: list[SliceResult] = [SliceResult(None, "no pixels") for _ in images]
-        prepared: list[tuple[int, np.ndarray, SliceGeometry]] = []
+        prepared: list[tuple[int, np.ndarray, SliceGeometry]] = []  # one entry per slice and window
         spacings = list(spacings) if spacings is not None else [None] * len(images)
         start = time.perf_counter()
         for index, (image, spacing) in enumerate(zip(images, spacings, strict=True)):
             if image is None:
                 continue
             try:
-                tensor, geometry = prepare_slice(image, self.spec, spacing)
+                inputs = [prepare_slice(image, spec, spacing) for spec in self.windows]
             except (ValueError, TypeError) as exc:
                 results[index] = SliceResult(None, f"preprocessing failed ({exc})")
                 continue
-            prepared.append((index, tensor, geometry))
+            prepared += [(index, tensor, geometry) for tensor, geometry in inputs]
         self.timings.preprocess_s += time.perf_counter() - start
+        views: dict[int, list[tuple[np.ndarray, SliceGeometry, float]]] = {}
+        failed: dict[int, str] = {}
         for offset in range(0, len(prepared), self.batch_size):
             chunk = prepared[offset : offset + self.batch_size]
-            for (index, _, _), result in zip(chunk, self._predict_chunk(chunk), strict=True):
-                results[index] = result
+            for (index, _, geometry), (scores, error, seconds) in zip(chunk, self._predict_chunk(chunk), strict=True):
+                if error is not None:
+                    failed.setdefault(index, error)
+                else:
+                    views.setdefault(index, []).append((scores, geometry, seconds))
+        start = time.perf_counter()
+        for index, error in failed.items():
+            results[index] = SliceResult(None, error)
+        for index, seen in views.items():
+            if index not in failed:
+                results[index] = SliceResult(_combine(seen), None, sum(seconds for _, _, seconds in seen))
+                self.timings.slices += 1
+        self.timings.postprocess_s += time.perf_counter() - start
         return results
 
-    def _predict_chunk(self, chunk: list[tuple[int, np.ndarray, SliceGeometry]]) -> list[SliceResult]:
+    def _predict_chunk(self, chunk: list[tuple[int, np.ndarray, SliceGeometry]]) -> list[tuple[np.ndarray | None, str | None, float]]:  # noqa: E501
+        """(scores, error, inference seconds) per entry; a failed batch is retried one entry at a time."""
         batch = np.stack([tensor for _, tensor, _ in chunk])[..., None]
         start = time.perf_counter()
         try:
-            scores = self.backend.predict(batch)
+            scores = np.asarray(self.backend.predict(batch))
         except Exception as exc:  # interpreters raise RuntimeError/ValueError/their own types
             if len(chunk) == 1:
-                return [SliceResult(None, f"inference failed ({type(exc).__name__}: {exc})")]
+                return [(None, f"inference failed ({type(exc).__name__}: {exc})", 0.0)]
             return [result for item in chunk for result in self._predict_chunk([item])]
         elapsed = time.perf_counter() - start
         self.timings.inference_s += elapsed
-        self.timings.slices += len(chunk)
-        start = time.perf_counter()
-        results = [
-            SliceResult(labels_at_slice_size(scores[i], geometry), None, elapsed / len(chunk))
-            for i, (_, _, geometry) in enumerate(chunk)
-        ]
-        self.timings.postprocess_s += time.perf_counter() - start
-        return results
+        return [(scores[i], None, elapsed / len(chunk)) for i in range(len(chunk))]
+
+
+def _combine(views: list[tuple[np.ndarray, SliceGeometry, float]]) -> np.ndarray:
+    """Class ids at the slice's size from one window's scores, or from the mean of several windows' probabilities."""
+    if len(views) == 1:
+        scores, geometry, _ = views[0]
+        return labels_at_slice_size(scores, geometry)
+    total = sum(restore_probabilities(scores, geometry) for scores, geometry, _ in views)
+    return np.argmax(total, axis=-1).astype(np.uint8)
 
 
 def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:

@@ -110,7 +110,7 @@ def test_auto_measures_once_then_uses_the_cached_choice(cache: Path) -> None:
     assert choice.timings_ms[choice.backend] <= min(choice.timings_ms.values()) * (1 + MARGIN)
     assert choice.backend in choice.reason and "ms/slice" in choice.reason
     assert set(choice.startup_ms) == {"litert", "openvino"} and min(choice.startup_ms.values()) > 0
-    assert choice.slices is None  # no slice count given: the per-slice choice
+    assert choice.calls is None  # no call count given: the per-call choice
     data = json.loads(cache_path().read_text())
     assert data["schema"] == CACHE_SCHEMA
     (key,) = data["entries"]
@@ -288,16 +288,16 @@ def test_a_short_run_takes_the_quick_starting_backend_and_a_long_lived_caller_th
     _needs_openvino()
     manifest = read_manifest(TFLITE)
     _cache_entry(manifest, 1, {"litert": 2.7, "openvino": 2.2}, {"litert": 40.0, "openvino": 130.0})
-    backend, choice = open_auto(TFLITE, 1, manifest, slices=15)
-    assert backend.name == choice.backend == "litert" and choice.slices == 15 and choice.source == "cached"
-    assert "about 15 slices" in choice.reason and "litert 40 + 15 x 2.70 = 80 ms" in choice.reason
+    backend, choice = open_auto(TFLITE, 1, manifest, calls=15)
+    assert backend.name == choice.backend == "litert" and choice.calls == 15 and choice.source == "cached"
+    assert "about 15 model calls" in choice.reason and "litert 40 + 15 x 2.70 = 80 ms" in choice.reason
     backend, choice = open_auto(TFLITE, 1, manifest)
-    assert backend.name == choice.backend == "openvino" and choice.slices is None
-    backend, choice = open_auto(TFLITE, 1, manifest, slices=5000)
+    assert backend.name == choice.backend == "openvino" and choice.calls is None
+    backend, choice = open_auto(TFLITE, 1, manifest, calls=5000)
     assert backend.name == "openvino" and "also quickest" in choice.reason
 
 
-def test_a_run_counts_its_input_files_for_the_backend_choice(tmp_path: Path, cache: Path) -> None:
+def test_a_run_counts_its_input_files_times_their_windows_for_the_backend_choice(tmp_path: Path, cache: Path) -> None:
     from edge_runtime.run import run_command
 
     _needs_openvino()
@@ -307,4 +307,7 @@ def test_a_run_counts_its_input_files_for_the_backend_choice(tmp_path: Path, cac
     assert run_command(input=study, output=tmp_path / "out", threads=1, formats="npy,report") == 0
     model = json.loads((tmp_path / "out" / "report.json").read_text())["model"]
     assert model["backend"] == model["backend_choice"]["backend"] == "litert"
-    assert model["backend_choice"]["slices"] == 4
+    assert model["fields_of_view_mm"] == [150.0, 160.0, 170.0]
+    assert model["backend_choice"]["calls"] == 4 * 3  # each slice seen through three windows
+    assert run_command(input=study, output=tmp_path / "one", threads=1, formats="report", single_window=True) == 0
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["model"]["backend_choice"]["calls"] == 4

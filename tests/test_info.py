@@ -41,6 +41,13 @@ def test_table_shows_the_manifest_and_a_passed_integrity_check(model: Path, caps
     out = capsys.readouterr().out
     for text in ("unet", "tflite-int8", "int8", "ok", "Nx160x160x1", "scale 0.00392", "123,456,789", "unet base16", "0.91"):
         assert text in out, text
+    assert "one: the whole slice" in " ".join(out.split())  # no field of view: one window
+
+
+def test_the_bundled_model_is_seen_through_three_windows(capsys: pytest.CaptureFixture) -> None:
+    assert info_command(BUNDLED) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "150 / 160 / 170 mm, class probabilities averaged (--single-window: 160 mm only)" in out
 
 
 def test_json_output_is_the_manifest_plus_verdict(model: Path, capsys: pytest.CaptureFixture) -> None:
@@ -108,7 +115,9 @@ def test_measure_probes_the_bundled_model_and_the_next_info_reads_the_cache(
     assert first["backend"] in section["installed"] and first["reason"]
     assert first["source"] == ("measured" if len(section["installed"]) > 1 else "only candidate")
     assert info_command(BUNDLED, json_output=True, threads=1) == 0
-    second = json.loads(capsys.readouterr().out)["backend"]["auto"]
+    backend = json.loads(capsys.readouterr().out)["backend"]
+    assert backend["windows"] == 3
+    second = backend["auto"]
     assert second["backend"] == first["backend"]
     assert second["source"] == ("cached" if len(section["installed"]) > 1 else "only candidate")
 

@@ -252,7 +252,8 @@ def bands_fov(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_field_of_view_model_segments_inside_its_window_and_background_outside(tmp_path: Path, bands_fov: Path) -> None:
     masks = _write_study(tmp_path / "in", shifts=[0, 3])
-    assert _run(tmp_path, bands_fov, "formats", "npy") == 0
+    assert _run(tmp_path, bands_fov, "formats", "npy,report", "single_window", True) == 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["model"]["fields_of_view_mm"] == [30.0]
     side = round(30.0 / np.sqrt(SPACING[0] * SPACING[1]))  # 39 px
     start = (64 - side + 1) // 2  # the window is centred: rows and columns 13-51
     stack = np.load(tmp_path / "out" / "T2_TSE_TRA_0005" / "T2_TSE_TRA_0005_labels.npy")
@@ -261,6 +262,22 @@ def test_a_field_of_view_model_segments_inside_its_window_and_background_outside
         inside[start : start + side, start : start + side] = True
         np.testing.assert_array_equal(found[inside], mask[inside])
         assert found[~inside].max() == 0 and mask[~inside].max() > 0  # the window did crop something
+
+
+def test_a_field_of_view_model_sees_three_windows_by_default(tmp_path: Path, bands_fov: Path) -> None:
+    masks = _write_study(tmp_path / "in", shifts=[2])
+    assert _run(tmp_path, bands_fov, "formats", "npy,report") == 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["model"]["fields_of_view_mm"] == [28.125, 30.0, 31.875]
+    (found,) = np.load(tmp_path / "out" / "T2_TSE_TRA_0005" / "T2_TSE_TRA_0005_labels.npy")
+    pixel = np.sqrt(SPACING[0] * SPACING[1])
+    largest, smallest = round(31.875 / pixel), round(28.125 / pixel)
+    outside = np.ones_like(found, dtype=bool)
+    lo = (64 - largest + 1) // 2
+    outside[lo : lo + largest, lo : lo + largest] = False
+    assert found[outside].max() == 0  # beyond every window: background
+    lo = (64 - smallest + 1) // 2
+    core = (slice(lo + 2, lo + smallest - 2),) * 2  # inside every window, away from its resampled edge
+    assert np.mean(found[core] == masks[0][core]) > 0.95
 
 
 def test_png_slices_need_a_pixel_spacing_for_a_field_of_view_model(
@@ -274,7 +291,7 @@ def test_png_slices_need_a_pixel_spacing_for_a_field_of_view_model(
     err = " ".join(capsys.readouterr().err.split())
     assert "sees a 30 mm field of view, and 1 PNG/NPY slice(s) carry no pixel spacing" in err and "--pixel-spacing" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
-    assert _run(tmp_path, bands_fov, "pixel_spacing", 0.5, "formats", "png,report") == 0  # a 60 px window
+    assert _run(tmp_path, bands_fov, "pixel_spacing", 0.5, "formats", "png,report", "single_window", True) == 0  # 60 px
     found = mendeley_to_ids(np.asarray(Image.open(tmp_path / "out" / "pngs" / "labels" / "slice_01.png")))
     spec = PreprocessSpec(input_size=39, field_of_view_mm=30.0)
     np.testing.assert_array_equal(found, band_model.expected_mask(raw, spec, 0.5))

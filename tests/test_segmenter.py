@@ -1,12 +1,22 @@
-"""Segmenter post-processing: the fast class-plane restore equals restore_labels value for value."""
+"""Segmenter: the fast class-plane restore equals restore_labels value for value; the windows' mean is exact."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from edge_runtime.preprocessing import PreprocessSpec, restore_labels, window_geometry
-from edge_runtime.segmenter import labels_at_slice_size
+from edge_runtime.preprocessing import (
+    PreprocessSpec,
+    prepare_slice,
+    restore_labels,
+    restore_probabilities,
+    window_geometry,
+    window_specs,
+)
+from edge_runtime.run import resolve_model
+from edge_runtime.segmenter import Segmenter, labels_at_slice_size
 
 
 def _scores(kind: str, rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
@@ -42,3 +52,52 @@ def test_fast_restore_keeps_argmax_rule_for_nan_scores() -> None:
     scores[40:44, 50:60, 3] = np.nan
     geometry = window_geometry((320, 310), PreprocessSpec(input_size=160))
     np.testing.assert_array_equal(labels_at_slice_size(scores, geometry), restore_labels(scores, geometry))
+
+
+def test_window_specs_scale_a_fixed_field_of_view_only() -> None:
+    fixed = PreprocessSpec(input_size=160, field_of_view_mm=160.0)
+    assert [s.field_of_view_mm for s in window_specs(fixed)] == [150.0, 160.0, 170.0]
+    assert all(s.input_size == 160 and s.clip_high_percentile == fixed.clip_high_percentile for s in window_specs(fixed))
+    assert window_specs(fixed, single_window=True) == [fixed]
+    whole = PreprocessSpec(input_size=160)  # the whole slice padded to a square: one window
+    assert window_specs(whole) == [whole]
+
+
+def _phantom_slice() -> tuple[np.ndarray, float]:
+    from train.data.phantom import SPACING_MM, sample_patient
+    from train.data.randomize import render_randomized_slice
+
+    return render_randomized_slice(sample_patient(5, 2), 4, "disc", 3).t2, SPACING_MM
+
+
+def test_three_windows_give_the_argmax_of_their_summed_probabilities() -> None:
+    """The bundled model on a phantom slice: the mask equals an independent sum over the three windows."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is the backend this test runs")
+    image, spacing = _phantom_slice()
+    seg = Segmenter(resolve_model(None), backend="litert", threads=1)
+    assert seg.fields_of_view_mm == [150.0, 160.0, 170.0]
+    total = 0
+    for fov in (150.0, 160.0, 170.0):
+        tensor, geometry = prepare_slice(image, replace(seg.spec, field_of_view_mm=fov), spacing)
+        total = total + restore_probabilities(seg.backend.predict(tensor[None, ..., None])[0], geometry)
+    expected = np.argmax(total, axis=-1)
+    found = seg.segment([image, None], [spacing, spacing])
+    assert found[0].error is None and found[1].error == "no pixels"
+    np.testing.assert_array_equal(found[0].mask, expected)
+    assert seg.timings.slices == 1  # slices, not windows
+    single = Segmenter(resolve_model(None), backend="litert", threads=1, single_window=True)
+    assert single.fields_of_view_mm == [160.0]
+    one = single.segment([image], [spacing])[0].mask
+    tensor, geometry = prepare_slice(image, seg.spec, spacing)
+    np.testing.assert_array_equal(one, restore_labels(seg.backend.predict(tensor[None, ..., None])[0], geometry))
+    assert 0 < np.count_nonzero(one != found[0].mask) < 0.05 * one.size  # the windows change the border, not the anatomy
+
+
+def test_a_slice_without_spacing_fails_alone_in_every_window() -> None:
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is the backend this test runs")
+    image, spacing = _phantom_slice()
+    seg = Segmenter(resolve_model(None), backend="litert", threads=1, batch_size=2)  # windows of two slices share batches
+    results = seg.segment([image, image, image], [spacing, None, spacing])
+    assert results[1].mask is None and "needs the slice's pixel spacing" in results[1].error
+    np.testing.assert_array_equal(results[0].mask, results[2].mask)
+    assert seg.timings.slices == 2
