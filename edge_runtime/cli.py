@@ -243,10 +243,12 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON instead of a table.")] = False,
     modality: Annotated[str, typer.Option(help="T1, T2 or both.")] = "T2",
     threads: Annotated[int | None, typer.Option(help="Threads for exported models.")] = None,
+    single_window: Annotated[bool, typer.Option(help=_SINGLE_WINDOW_HELP)] = False,
 ) -> None:
-    """Per-class Dice and IoU of a model on held-out patients."""
+    """Per-class Dice and IoU of a model on held-out patients, the slices seen as `edge-seg run` sees them."""
     command = load_command("train.evaluate", "evaluate_command")
-    command(model=model, data=data, split=split, output=output, json_output=json_output, modality=modality, threads=threads)
+    command(model=model, data=data, split=split, output=output, json_output=json_output, modality=modality, threads=threads,
+            single_window=single_window)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from typer.testing import CliRunner
 
 from edge_runtime.cli import app
 from edge_runtime.labels import CLASSES, NUM_CLASSES
-from edge_runtime.preprocessing import PreprocessSpec, prepare_slice, restore_labels
-from train.data.mendeley import index_dataset
+from edge_runtime.preprocessing import PreprocessSpec, prepare_slice, restore_labels, restore_probabilities
+from train.data.mendeley import index_dataset, load_pair, pixel_spacing_of
 from train.data.splits import pairs_for
 from train.evaluate import evaluate_predictor
 
@@ -189,3 +190,25 @@ def test_evaluation_module_imports_without_tensorflow() -> None:
     code = "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; import train.evaluate"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_evaluating_as_run_does_scores_the_mean_of_the_three_windows(banded: Path) -> None:
+    """single_window=False: each slice's class probabilities summed over 0.9375 / 1 / 1.0625 of the field of view."""
+    spec = PreprocessSpec(input_size=48, field_of_view_mm=36.0)
+    pairs = pairs_for(index_dataset(banded), SPLIT, "test")
+    predict = _band_predictor(spec)
+    windows = evaluate_predictor(predict, pairs, spec, batch_size=4, keep_predictions=True, single_window=False)
+    single = evaluate_predictor(predict, pairs, spec, batch_size=4, keep_predictions=True)
+    preds, truths = [], []
+    for pair in pairs:
+        image, truth = load_pair(pair, "T2")
+        total = 0
+        for fov in (33.75, 36.0, 38.25):
+            tensor, geometry = prepare_slice(image, replace(spec, field_of_view_mm=fov), pixel_spacing_of(pair))
+            total = total + restore_probabilities(predict(tensor[None, ..., None])[0], geometry)
+        preds.append(np.argmax(total, axis=-1))
+        truths.append(truth)
+    expected = _independent_scores(preds, truths)
+    for cls in CLASSES:
+        assert windows.scores.dice(cls.short) == pytest.approx(expected[cls.short][0], abs=1e-12)
+    assert any(not np.array_equal(a.pred, b.pred) for a, b in zip(windows.predictions, single.predictions, strict=True))

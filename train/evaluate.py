@@ -17,7 +17,14 @@ import numpy as np
 from edge_runtime.atomic import atomic_write_json
 from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
-from edge_runtime.preprocessing import PreprocessSpec, normalize_intensity, prepare_slice, restore_labels
+from edge_runtime.preprocessing import (
+    PreprocessSpec,
+    normalize_intensity,
+    prepare_slice,
+    restore_labels,
+    restore_probabilities,
+    window_specs,
+)
 from train.data.mendeley import MODALITY_CHOICES, SlicePair, load_pair, pixel_spacing_of, with_modalities
 
 SPLITS = ("train", "val", "test")
@@ -87,6 +94,17 @@ class EvaluationResult:
         }
 
 
+def _predict_window(predict: Predictor, images: list[np.ndarray], spacings: list, spec: PreprocessSpec) -> list:
+    """(scores, geometry) of each image seen through one window."""
+    prepared = [prepare_slice(raw, spec, spacing) for raw, spacing in zip(images, spacings, strict=True)]
+    batch = np.stack([image for image, _ in prepared])[..., None].astype(np.float32)
+    scores = np.asarray(predict(batch))
+    size = spec.input_size
+    if scores.shape != (len(images), size, size, NUM_CLASSES):
+        raise ValueError(f"predictor returned shape {scores.shape}, expected {(len(images), size, size, NUM_CLASSES)}")
+    return [(slice_scores, geometry) for slice_scores, (_, geometry) in zip(scores, prepared, strict=True)]
+
+
 def evaluate_predictor(
     predict: Predictor,
     pairs: Sequence[SlicePair],
@@ -97,6 +115,7 @@ def evaluate_predictor(
     split: str = "test",
     keep_predictions: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    single_window: bool = True,
 ) -> EvaluationResult:
     """Score `predict` on `pairs` with the runtime's preprocessing and the numpy metrics.
 
@@ -104,28 +123,28 @@ def evaluate_predictor(
     backend: Keras, TFLite, ONNX). Each prediction is resized back to the slice's original
     size (restore_labels) and compared with the original label image, so numbers do not
     depend on the model's input size. progress(done, total) is called after each batch.
+    single_window=False scores what `edge-seg run` does: a fixed-window model's class
+    probabilities averaged over the windows of preprocessing.window_specs.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not pairs:
         raise ValueError("no slices to evaluate (empty split?)")
     samples = with_modalities(pairs, modality)
+    windows = window_specs(spec, single_window)
     confusion: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     kept: list[SlicePrediction] = []
-    size = spec.input_size
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         loaded = [load_pair(pair, contrast) for pair, contrast in chunk]
-        prepared = [prepare_slice(raw, spec, pixel_spacing_of(pair)) for (pair, _), (raw, _) in zip(chunk, loaded, strict=True)]
-        batch = np.stack([image for image, _ in prepared])[..., None].astype(np.float32)
-        scores = np.asarray(predict(batch))
-        if scores.shape != (len(chunk), size, size, NUM_CLASSES):
-            raise ValueError(
-                f"predictor returned shape {scores.shape}, expected {(len(chunk), size, size, NUM_CLASSES)}"
-            )
-        for (pair, _), (raw, truth), (_, geometry), slice_scores in zip(chunk, loaded, prepared, scores, strict=True):
-            pred = restore_labels(slice_scores, geometry)
+        spacings = [pixel_spacing_of(pair) for pair, _ in chunk]
+        views = [_predict_window(predict, [raw for raw, _ in loaded], spacings, window) for window in windows]
+        for i, ((pair, _), (raw, truth)) in enumerate(zip(chunk, loaded, strict=True)):
+            if len(windows) == 1:
+                pred = restore_labels(*views[0][i])
+            else:
+                pred = np.argmax(sum(restore_probabilities(*view[i]) for view in views), axis=-1).astype(np.uint8)
             pid = pair.patient_id
             confusion[pid] = confusion.get(pid, 0) + confusion_matrix(pred, truth)
             counts[pid] = counts.get(pid, 0) + 1
@@ -252,9 +271,11 @@ def evaluate_command(
     modality: str = "T2",
     threads: int | None = None,
     json_output: bool = False,
+    single_window: bool = False,
 ) -> EvaluationResult:
     """`edge-seg evaluate`: a table on stdout (or, with `json_output`, the scores as JSON); `output`
-    also writes the JSON to a file. Bad input exits 2 with a one-line error."""
+    also writes the JSON to a file. Bad input exits 2 with a one-line error. A fixed-window model
+    is scored as `edge-seg run` uses it (the windows' mean) unless `single_window`."""
     import sys
 
     import typer
@@ -274,14 +295,16 @@ def evaluate_command(
         predict, spec, run, prov = _load_predictor(model, threads)
         pairs, _ = split_pairs(data, split, run, seed=int(prov.get("seed", 0) or 0))
         with progress_bar(f"evaluating {split}", total=len(with_modalities(pairs, modality))) as advance:
-            result = evaluate_predictor(
-                predict, pairs, spec, modality, split=split, progress=lambda done, total: advance(done)
-            )
+            result = evaluate_predictor(predict, pairs, spec, modality, split=split, single_window=single_window,
+                                        progress=lambda done, total: advance(done))
     except (ValueError, OSError, BackendError) as exc:
         print_error(err, exc)
         raise typer.Exit(2) from None
-    extra = {"model": str(model), "data": str(data.resolve()), "modality": modality}
+    windows = [w.field_of_view_mm for w in window_specs(spec, single_window)] if spec.field_of_view_mm else None
+    extra = {"model": str(model), "data": str(data.resolve()), "modality": modality, "fields_of_view_mm": windows}
     title = f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices"
+    if windows:
+        title += f", windows {' / '.join(f'{fov:g}' for fov in windows)} mm"
     if json_output:
         sys.stdout.write(json.dumps({**result.to_dict(), **extra}, indent=2) + "\n")
     else:
