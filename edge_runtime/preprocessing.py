@@ -216,7 +216,8 @@ def restore_probabilities(scores: np.ndarray, geometry: SliceGeometry) -> np.nda
 
     Works on probabilities, logits or int8-quantised scores alike: bilinear interpolation is
     affine, so the argmax is the same as after dequantisation. Slice pixels outside the window
-    get the scores' minimum in every class but background (0), which gets their maximum.
+    get the scores' minimum in every class but background (0), which gets their maximum (so
+    background wins there, also in a sum over several windows).
     """
     if not geometry.side:
         return resize_image(np.asarray(scores, dtype=np.float32), (geometry.height, geometry.width))
@@ -226,8 +227,9 @@ def restore_probabilities(scores: np.ndarray, geometry: SliceGeometry) -> np.nda
     if inside.shape[:2] == (geometry.height, geometry.width):
         return inside
     out = np.empty((geometry.height, geometry.width, resized.shape[-1]), np.float32)
-    out[...] = np.nanmin(resized)
-    out[..., 0] = np.nanmax(resized)
+    scores = np.asarray(scores, dtype=np.float32)
+    out[...] = np.nanmin(scores)
+    out[..., 0] = np.nanmax(scores)
     out[slice_rows, slice_cols] = inside
     return out
 

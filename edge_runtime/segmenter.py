@@ -144,30 +144,59 @@ class Segmenter:
 
 
 def _combine(views: list[tuple[np.ndarray, SliceGeometry, float]]) -> np.ndarray:
-    """Class ids at the slice's size from one window's scores, or from the mean of several windows' probabilities."""
+    """Class ids at the slice's size from one window's scores, or from the mean of several windows' probabilities.
+
+    Several windows are summed only over the rows and columns that some window covers (beyond them
+    every window says background), in place.
+    """
     if len(views) == 1:
         scores, geometry, _ = views[0]
         return labels_at_slice_size(scores, geometry)
-    total = sum(restore_probabilities(scores, geometry) for scores, geometry, _ in views)
-    return np.argmax(total, axis=-1).astype(np.uint8)
+    height, width = views[0][1].height, views[0][1].width
+    covered = [_covered(geometry) for _, geometry, _ in views]
+    box = (slice(min(r.start for r, _ in covered), max(r.stop for r, _ in covered)),
+           slice(min(c.start for _, c in covered), max(c.stop for _, c in covered)))
+    total = class_planes_at_slice_size(views[0][0], views[0][1], box)
+    for scores, geometry, _ in views[1:]:
+        total += class_planes_at_slice_size(scores, geometry, box)
+    labels = np.zeros((height, width), np.uint8)
+    labels[box] = _argmax_planes(iter(total))
+    return labels
 
 
-def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
-    """`restore_labels(scores, geometry)`, value for value, in a third of the time.
+def _covered(geometry: SliceGeometry) -> tuple[slice, slice]:
+    """The slice rows and columns inside the window (all of them without a window)."""
+    if not geometry.side:
+        return slice(0, geometry.height), slice(0, geometry.width)
+    return window_overlap(geometry)[2:]
 
-    The same float32 bilinear arithmetic, but one class plane at a time (contiguous 2-D arrays),
-    each output row interpolated from the source rows once, only the rows and columns of the
-    slice's part of the window computed, and the argmax kept as a running maximum (ties keep the lower class id, as
-    argmax does). Scores that are not all finite take `restore_labels` itself (argmax's NaN rule).
+
+def _argmax_planes(planes) -> np.ndarray:
+    """argmax over class planes as a running maximum (ties keep the lower class id, as argmax does)."""
+    best = np.array(next(planes))
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for cls, value in enumerate(planes, start=1):
+        higher = value > best
+        labels[higher] = cls
+        np.maximum(best, value, out=best)
+    return labels
+
+
+def _resampled_planes(data: np.ndarray, geometry: SliceGeometry):
+    """(each class plane resampled over the slice's part of the window, slice rows, slice cols), or None
+    where restore_probabilities must do the work (scores not all finite, or nothing to resample).
+
+    The same float32 bilinear arithmetic as restore_probabilities, but one class plane at a time
+    (contiguous 2-D arrays), each output row interpolated from the source rows once, and only the
+    rows and columns of the slice's part of the window computed.
     """
-    data = np.asarray(scores, dtype=np.float32)
     if data.ndim != 3 or not np.isfinite(data).all():
-        return restore_labels(data, geometry)
+        return None
     src_h, src_w = data.shape[:2]
     side = geometry.side or None
     out_h, out_w = (side, side) if side else (geometry.height, geometry.width)
     if (src_h, src_w) == (out_h, out_w):
-        return restore_labels(data, geometry)
+        return None
     if side:
         rows, cols, slice_rows, slice_cols = window_overlap(geometry)
     else:
@@ -177,16 +206,47 @@ def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndar
     x0, x1, fx = (a[cols] for a in _axis_weights(src_w, out_w))
     fy, gy, gx = fy[:, None], 1 - fy[:, None], 1 - fx
     planes = np.ascontiguousarray(np.moveaxis(data, -1, 0))
-    best = labels = None
-    for cls, plane in enumerate(planes):
-        across = plane[:, x0] * gx + plane[:, x1] * fx
-        value = across[y0] * gy + across[y1] * fy
-        if best is None:
-            best, labels = value, np.zeros(value.shape, dtype=np.uint8)
-            continue
-        higher = value > best
-        labels[higher] = cls
-        np.maximum(best, value, out=best)
+
+    def resampled():
+        for plane in planes:
+            across = plane[:, x0] * gx + plane[:, x1] * fx
+            yield across[y0] * gy + across[y1] * fy
+
+    return resampled(), slice_rows, slice_cols
+
+
+def class_planes_at_slice_size(scores: np.ndarray, geometry: SliceGeometry,
+                               box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """`restore_probabilities(scores, geometry)` as (C, H, W) class planes, value for value, in a fraction of the
+    time; with `box` (slice rows, slice cols) only that part of the slice."""
+    data = np.asarray(scores, dtype=np.float32)
+    rows_box, cols_box = box or (slice(0, geometry.height), slice(0, geometry.width))
+    found = _resampled_planes(data, geometry)
+    if found is None:
+        return np.moveaxis(restore_probabilities(data, geometry)[rows_box, cols_box], -1, 0).copy()
+    values, slice_rows, slice_cols = found
+    out = np.empty((data.shape[-1], rows_box.stop - rows_box.start, cols_box.stop - cols_box.start), np.float32)
+    rows = slice(slice_rows.start - rows_box.start, slice_rows.stop - rows_box.start)
+    cols = slice(slice_cols.start - cols_box.start, slice_cols.stop - cols_box.start)
+    if (rows.stop - rows.start, cols.stop - cols.start) != out.shape[1:]:  # outside the window: background wins
+        out[...] = data.min()
+        out[0] = data.max()
+    for cls, value in enumerate(values):
+        out[cls, rows, cols] = value
+    return out
+
+
+def labels_at_slice_size(scores: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """`restore_labels(scores, geometry)`, value for value, in a third of the time: the class planes of
+    `_resampled_planes` with the argmax kept as a running maximum (ties keep the lower class id, as
+    argmax does). Scores that are not all finite take `restore_labels` itself (argmax's NaN rule).
+    """
+    data = np.asarray(scores, dtype=np.float32)
+    found = _resampled_planes(data, geometry)
+    if found is None:
+        return restore_labels(data, geometry)
+    values, slice_rows, slice_cols = found
+    labels = _argmax_planes(values)
     if labels.shape == (geometry.height, geometry.width):
         return labels
     full = np.zeros((geometry.height, geometry.width), np.uint8)  # outside the window: background

@@ -16,7 +16,7 @@ from edge_runtime.preprocessing import (
     window_specs,
 )
 from edge_runtime.run import resolve_model
-from edge_runtime.segmenter import Segmenter, labels_at_slice_size
+from edge_runtime.segmenter import Segmenter, class_planes_at_slice_size, labels_at_slice_size
 
 
 def _scores(kind: str, rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
@@ -30,7 +30,7 @@ def _scores(kind: str, rng: np.random.Generator, shape: tuple[int, int, int]) ->
 
 
 @pytest.mark.parametrize("kind", ["probabilities", "int8_ties", "coarse_ties", "logits"])
-def test_fast_restore_equals_restore_labels_on_every_pixel(kind: str) -> None:
+def test_fast_restore_equals_restore_labels_and_probabilities_on_every_pixel(kind: str) -> None:
     rng = np.random.default_rng(len(kind))
     for trial in range(40):
         height, width = (int(v) for v in rng.integers(5, 400, 2))
@@ -45,6 +45,9 @@ def test_fast_restore_equals_restore_labels_on_every_pixel(kind: str) -> None:
         found = labels_at_slice_size(scores, geometry)
         assert found.dtype == expected.dtype == np.uint8 and found.shape == expected.shape == (height, width)
         np.testing.assert_array_equal(found, expected)
+        planes = class_planes_at_slice_size(scores, geometry)
+        assert planes.dtype == np.float32 and planes.shape == (classes, height, width)
+        np.testing.assert_array_equal(planes, np.moveaxis(restore_probabilities(scores, geometry), -1, 0))
 
 
 def test_fast_restore_keeps_argmax_rule_for_nan_scores() -> None:
@@ -101,3 +104,17 @@ def test_a_slice_without_spacing_fails_alone_in_every_window() -> None:
     assert results[1].mask is None and "needs the slice's pixel spacing" in results[1].error
     np.testing.assert_array_equal(results[0].mask, results[2].mask)
     assert seg.timings.slices == 2
+
+
+def test_the_windows_sum_equals_restore_probabilities_summed_on_every_pixel() -> None:
+    """Cropping, padding, or both, one axis each: the boxed in-place sum changes no pixel's class."""
+    from edge_runtime.segmenter import _combine
+
+    rng = np.random.default_rng(11)
+    spec = PreprocessSpec(input_size=48, field_of_view_mm=60.0)
+    for _ in range(30):
+        shape = tuple(int(v) for v in rng.integers(20, 200, 2))
+        spacing = float(rng.uniform(0.2, 1.0))
+        views = [(_scores("int8_ties", rng, (48, 48, 5)), window_geometry(shape, s, spacing), 0.0) for s in window_specs(spec)]
+        expected = np.argmax(sum(restore_probabilities(scores, geometry) for scores, geometry, _ in views), axis=-1)
+        np.testing.assert_array_equal(_combine(views), expected)
