@@ -1,6 +1,7 @@
 """Whole-study time: `edge-seg run` on one 15-slice DICOM study, end to end, in fresh processes.
 
-    python -m benchmarks.study_time [--runs 5] [--threads N] [--backend auto] [--format all] [--json out.json]
+    python -m benchmarks.study_time [--runs 5] [--threads N] [--backend auto] [--format all] [--single-window]
+                                    [--json out.json]
 
 Writes a seeded 15-slice synthetic study (edge-seg synth), runs the CLI once to warm the disk
 cache and the backend choice, then `--runs` timed runs. Each run is a new process, as on a
@@ -203,11 +204,14 @@ def _stage_breakdown(report: dict[str, Any], wall_s: float) -> dict[str, float]:
 
 
 def measure_study(
-    study: Path, out: Path, env: dict[str, str], runs: int, threads: int | None, backend: str, formats: str
+    study: Path, out: Path, env: dict[str, str], runs: int, threads: int | None, backend: str, formats: str,
+    single_window: bool = False,
 ) -> StudyTime:
     argv = [*CLI, "run", str(study), "-o", str(out), "--overwrite", "--backend", backend, "--format", formats]
     if threads is not None:
         argv += ["--threads", str(threads)]
+    if single_window:
+        argv.append("--single-window")
     warm = run_measured(argv, env)  # fills the disk cache, the backend choice and OpenVINO's blob cache
     if warm.returncode not in (0, 1):
         raise RuntimeError(f"edge-seg run failed ({warm.returncode}): {warm.stderr_tail}")
@@ -298,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--format", default="all", help="edge-seg run --format (default: every output)")
+    parser.add_argument("--single-window", action="store_true", help="edge-seg run --single-window (one window per slice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder instead of a temporary one")
     parser.add_argument(
@@ -313,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "EDGE_SEG_CACHE_DIR": str(work / "cache")}
     try:
         study = make_study(work, env)
-        result = measure_study(study, work / "out", env, args.runs, args.threads, args.backend, args.format)
+        result = measure_study(study, work / "out", env, args.runs, args.threads, args.backend, args.format,
+                               args.single_window)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

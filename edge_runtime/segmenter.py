@@ -109,23 +109,25 @@ class Segmenter:
                 continue
             prepared += [(index, tensor, geometry) for tensor, geometry in inputs]
         self.timings.preprocess_s += time.perf_counter() - start
-        views: dict[int, list[tuple[np.ndarray, SliceGeometry, float]]] = {}
-        failed: dict[int, str] = {}
+        pending: dict[int, list[tuple[np.ndarray, SliceGeometry, float]]] = {}
+        failed: set[int] = set()
         for offset in range(0, len(prepared), self.batch_size):
             chunk = prepared[offset : offset + self.batch_size]
             for (index, _, geometry), (scores, error, seconds) in zip(chunk, self._predict_chunk(chunk), strict=True):
-                if error is not None:
-                    failed.setdefault(index, error)
-                else:
-                    views.setdefault(index, []).append((scores, geometry, seconds))
-        start = time.perf_counter()
-        for index, error in failed.items():
-            results[index] = SliceResult(None, error)
-        for index, seen in views.items():
-            if index not in failed:
-                results[index] = SliceResult(_combine(seen), None, sum(seconds for _, _, seconds in seen))
-                self.timings.slices += 1
-        self.timings.postprocess_s += time.perf_counter() - start
+                if index in failed:
+                    continue
+                if error is not None:  # one window failed: the slice fails, whatever the others gave
+                    failed.add(index)
+                    pending.pop(index, None)
+                    results[index] = SliceResult(None, error)
+                    continue
+                seen = pending.setdefault(index, [])
+                seen.append((scores, geometry, seconds))
+                if len(seen) == len(self.windows):  # combined at once: the chunk's scores are not all kept
+                    start = time.perf_counter()
+                    results[index] = SliceResult(_combine(pending.pop(index)), None, sum(t for _, _, t in seen))
+                    self.timings.postprocess_s += time.perf_counter() - start
+                    self.timings.slices += 1
         return results
 
     def _predict_chunk(self, chunk: list[tuple[int, np.ndarray, SliceGeometry]]) -> list[tuple[np.ndarray | None, str | None, float]]:  # noqa: E501
