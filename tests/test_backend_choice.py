@@ -307,7 +307,8 @@ def test_a_run_counts_its_input_files_times_their_windows_for_the_backend_choice
     assert run_command(input=study, output=tmp_path / "out", threads=1, formats="npy,report") == 0
     model = json.loads((tmp_path / "out" / "report.json").read_text())["model"]
     assert model["backend"] == model["backend_choice"]["backend"] == "litert"
-    assert model["fields_of_view_mm"] == [150.0, 160.0, 170.0]
+    own = manifest.preprocessing.field_of_view_mm
+    assert model["fields_of_view_mm"] == [own * 0.9375, own, own * 1.0625]
     assert model["backend_choice"]["calls"] == 4 * 3  # each slice seen through three windows
     assert run_command(input=study, output=tmp_path / "one", threads=1, formats="report", single_window=True) == 0
     assert json.loads((tmp_path / "one" / "report.json").read_text())["model"]["backend_choice"]["calls"] == 4

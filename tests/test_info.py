@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime import run
 from edge_runtime.info import info_command
-from edge_runtime.manifest import Manifest, TensorSpec, sha256_file, write_manifest
+from edge_runtime.manifest import Manifest, TensorSpec, read_manifest, sha256_file, write_manifest
 from edge_runtime.preprocessing import PreprocessSpec
 
 
@@ -47,7 +47,9 @@ def test_table_shows_the_manifest_and_a_passed_integrity_check(model: Path, caps
 def test_the_bundled_model_is_seen_through_three_windows(capsys: pytest.CaptureFixture) -> None:
     assert info_command(BUNDLED) == 0
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert "150 / 160 / 170 mm, class probabilities averaged (--single-window: 160 mm only)" in out
+    own = read_manifest(BUNDLED).preprocessing.field_of_view_mm
+    windows = " / ".join(f"{fov:g}" for fov in (own * 0.9375, own, own * 1.0625))
+    assert f"{windows} mm, class probabilities averaged (--single-window: {own:g} mm only)" in out
 
 
 def test_json_output_is_the_manifest_plus_verdict(model: Path, capsys: pytest.CaptureFixture) -> None:

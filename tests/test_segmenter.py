@@ -78,9 +78,10 @@ def test_three_windows_give_the_argmax_of_their_summed_probabilities() -> None:
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is the backend this test runs")
     image, spacing = _phantom_slice()
     seg = Segmenter(resolve_model(None), backend="litert", threads=1)
-    assert seg.fields_of_view_mm == [150.0, 160.0, 170.0]
+    own = seg.spec.field_of_view_mm
+    assert seg.fields_of_view_mm == [own * 0.9375, own, own * 1.0625]
     total = 0
-    for fov in (150.0, 160.0, 170.0):
+    for fov in seg.fields_of_view_mm:
         tensor, geometry = prepare_slice(image, replace(seg.spec, field_of_view_mm=fov), spacing)
         total = total + restore_probabilities(seg.backend.predict(tensor[None, ..., None])[0], geometry)
     expected = np.argmax(total, axis=-1)
@@ -89,7 +90,7 @@ def test_three_windows_give_the_argmax_of_their_summed_probabilities() -> None:
     np.testing.assert_array_equal(found[0].mask, expected)
     assert seg.timings.slices == 1  # slices, not windows
     single = Segmenter(resolve_model(None), backend="litert", threads=1, single_window=True)
-    assert single.fields_of_view_mm == [160.0]
+    assert single.fields_of_view_mm == [own]
     one = single.segment([image], [spacing])[0].mask
     tensor, geometry = prepare_slice(image, seg.spec, spacing)
     np.testing.assert_array_equal(one, restore_labels(seg.backend.predict(tensor[None, ..., None])[0], geometry))
