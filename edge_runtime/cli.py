@@ -32,9 +32,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # click's plain help: rich panels cost --help ~0.2 s of imports (typer.rich_utils)
 )
-bench_app = typer.Typer(help="Accuracy and latency benchmarks of every exported variant.", no_args_is_help=True)
+bench_app = typer.Typer(help="Accuracy and latency benchmarks of every exported variant.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True, soft_wrap=True)
