@@ -22,6 +22,7 @@ from edge_runtime.atomic import atomic_path, atomic_write_json, atomic_write_tex
 from edge_runtime.labels import BY_SHORT
 from edge_runtime.messages import print_error
 from edge_runtime.metrics import segmentation_scores
+from edge_runtime.preprocessing import format_windows
 from edge_runtime.render import contact_sheet, overlay_image
 
 IVD, TS = BY_SHORT["IVD"].id, BY_SHORT["TS"].id
@@ -198,7 +199,7 @@ def _windows(info: dict[str, Any]) -> str:
     fovs = info.get("fields_of_view_mm")
     if not fovs:
         return ""
-    return f", windows {' / '.join(f'{fov:g}' for fov in fovs)} mm" + (" (mean probabilities)" if len(fovs) > 1 else "")
+    return f", windows {format_windows(fovs)}" + (" (mean probabilities)" if len(fovs) > 1 else "")
 
 
 def markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_runtime.manifest import Manifest, ManifestError, TensorSpec, load_verified_manifest, read_manifest, sha256_file
-from edge_runtime.preprocessing import window_specs
+from edge_runtime.preprocessing import format_windows, window_specs
 
 
 def _tensor(spec: TensorSpec) -> str:
@@ -31,11 +31,11 @@ def _flat(value: Any) -> str:
 
 
 def _windows(manifest: Manifest) -> str:
-    specs = window_specs(manifest.preprocessing)
-    if manifest.preprocessing.field_of_view_mm is None:
+    own = manifest.preprocessing.field_of_view_mm
+    if own is None:
         return "one: the whole slice, padded to a square"
-    fovs = " / ".join(f"{spec.field_of_view_mm:g}" for spec in specs)
-    return f"{fovs} mm, class probabilities averaged (--single-window: {manifest.preprocessing.field_of_view_mm:g} mm only)"
+    windows = format_windows([spec.field_of_view_mm for spec in window_specs(manifest.preprocessing)])
+    return f"{windows}, class probabilities averaged (--single-window: {own:g} mm only)"
 
 
 def file_sha256(model_path: Path) -> str:

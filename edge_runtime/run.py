@@ -352,7 +352,7 @@ def run_command(
 
     `pixel_spacing`: mm per pixel of PNG/NPY slices, which carry none (DICOM keeps its own).
     `single_window`: see each slice through the model's own field of view only, not the three
-    windows of segmenter.WINDOW_SCALES (a third of the inference, slightly less accurate).
+    windows of preprocessing.WINDOW_SCALES (a third of the inference, slightly less accurate).
 
     `loaded`: an already-loaded Segmenter (model, backend) to reuse, as the long-lived
     `edge-seg serve` worker does; `model`, `threads`, `backend` and `batch_size` are then

@@ -125,12 +125,15 @@ class Segmenter:
                 seen.append((scores, geometry, seconds))
                 if len(seen) == len(self.windows):  # combined at once: the chunk's scores are not all kept
                     start = time.perf_counter()
-                    results[index] = SliceResult(_combine(pending.pop(index)), None, sum(t for _, _, t in seen))
+                    mask = labels_from_windows([(scores, geometry) for scores, geometry, _ in pending.pop(index)])
+                    results[index] = SliceResult(mask, None, sum(t for _, _, t in seen))
                     self.timings.postprocess_s += time.perf_counter() - start
                     self.timings.slices += 1
         return results
 
-    def _predict_chunk(self, chunk: list[tuple[int, np.ndarray, SliceGeometry]]) -> list[tuple[np.ndarray | None, str | None, float]]:  # noqa: E501
+    def _predict_chunk(
+        self, chunk: list[tuple[int, np.ndarray, SliceGeometry]]
+    ) -> list[tuple[np.ndarray | None, str | None, float]]:
         """(scores, error, inference seconds) per entry; a failed batch is retried one entry at a time."""
         batch = np.stack([tensor for _, tensor, _ in chunk])[..., None]
         start = time.perf_counter()
@@ -145,21 +148,21 @@ class Segmenter:
         return [(scores[i], None, elapsed / len(chunk)) for i in range(len(chunk))]
 
 
-def _combine(views: list[tuple[np.ndarray, SliceGeometry, float]]) -> np.ndarray:
-    """Class ids at the slice's size from one window's scores, or from the mean of several windows' probabilities.
+def labels_from_windows(views: Sequence[tuple[np.ndarray, SliceGeometry]]) -> np.ndarray:
+    """Class ids at the slice's size from one window's (scores, geometry), or from the sum of several
+    windows' probabilities: the one rule `edge-seg run` and `edge-seg evaluate` share.
 
     Several windows are summed only over the rows and columns that some window covers (beyond them
     every window says background), in place.
     """
     if len(views) == 1:
-        scores, geometry, _ = views[0]
-        return labels_at_slice_size(scores, geometry)
+        return labels_at_slice_size(*views[0])
     height, width = views[0][1].height, views[0][1].width
-    covered = [_covered(geometry) for _, geometry, _ in views]
+    covered = [_covered(geometry) for _, geometry in views]
     box = (slice(min(r.start for r, _ in covered), max(r.stop for r, _ in covered)),
            slice(min(c.start for _, c in covered), max(c.stop for _, c in covered)))
     total = class_planes_at_slice_size(views[0][0], views[0][1], box)
-    for scores, geometry, _ in views[1:]:
+    for scores, geometry in views[1:]:
         total += class_planes_at_slice_size(scores, geometry, box)
     labels = np.zeros((height, width), np.uint8)
     labels[box] = _argmax_planes(iter(total))

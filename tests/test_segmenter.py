@@ -16,7 +16,7 @@ from edge_runtime.preprocessing import (
     window_specs,
 )
 from edge_runtime.run import resolve_model
-from edge_runtime.segmenter import Segmenter, class_planes_at_slice_size, labels_at_slice_size
+from edge_runtime.segmenter import Segmenter, class_planes_at_slice_size, labels_at_slice_size, labels_from_windows
 
 
 def _scores(kind: str, rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
@@ -109,13 +109,11 @@ def test_a_slice_without_spacing_fails_alone_in_every_window() -> None:
 
 def test_the_windows_sum_equals_restore_probabilities_summed_on_every_pixel() -> None:
     """Cropping, padding, or both, one axis each: the boxed in-place sum changes no pixel's class."""
-    from edge_runtime.segmenter import _combine
-
     rng = np.random.default_rng(11)
     spec = PreprocessSpec(input_size=48, field_of_view_mm=60.0)
     for _ in range(30):
         shape = tuple(int(v) for v in rng.integers(20, 200, 2))
         spacing = float(rng.uniform(0.2, 1.0))
-        views = [(_scores("int8_ties", rng, (48, 48, 5)), window_geometry(shape, s, spacing), 0.0) for s in window_specs(spec)]
-        expected = np.argmax(sum(restore_probabilities(scores, geometry) for scores, geometry, _ in views), axis=-1)
-        np.testing.assert_array_equal(_combine(views), expected)
+        views = [(_scores("int8_ties", rng, (48, 48, 5)), window_geometry(shape, s, spacing)) for s in window_specs(spec)]
+        expected = np.argmax(sum(restore_probabilities(scores, geometry) for scores, geometry in views), axis=-1)
+        np.testing.assert_array_equal(labels_from_windows(views), expected)

@@ -17,14 +17,8 @@ import numpy as np
 from edge_runtime.atomic import atomic_write_json
 from edge_runtime.labels import CLASSES, NUM_CLASSES
 from edge_runtime.metrics import Scores, confusion_matrix, scores_from_confusion
-from edge_runtime.preprocessing import (
-    PreprocessSpec,
-    normalize_intensity,
-    prepare_slice,
-    restore_labels,
-    restore_probabilities,
-    window_specs,
-)
+from edge_runtime.preprocessing import PreprocessSpec, format_windows, normalize_intensity, prepare_slice, window_specs
+from edge_runtime.segmenter import labels_from_windows
 from train.data.mendeley import MODALITY_CHOICES, SlicePair, load_pair, pixel_spacing_of, with_modalities
 
 SPLITS = ("train", "val", "test")
@@ -141,10 +135,7 @@ def evaluate_predictor(
         spacings = [pixel_spacing_of(pair) for pair, _ in chunk]
         views = [_predict_window(predict, [raw for raw, _ in loaded], spacings, window) for window in windows]
         for i, ((pair, _), (raw, truth)) in enumerate(zip(chunk, loaded, strict=True)):
-            if len(windows) == 1:
-                pred = restore_labels(*views[0][i])
-            else:
-                pred = np.argmax(sum(restore_probabilities(*view[i]) for view in views), axis=-1).astype(np.uint8)
+            pred = labels_from_windows([view[i] for view in views])
             pid = pair.patient_id
             confusion[pid] = confusion.get(pid, 0) + confusion_matrix(pred, truth)
             counts[pid] = counts.get(pid, 0) + 1
@@ -304,7 +295,7 @@ def evaluate_command(
     extra = {"model": str(model), "data": str(data.resolve()), "modality": modality, "fields_of_view_mm": windows}
     title = f"{model} on {split}: {len(result.patients)} patients, {result.n_slices} slices"
     if windows:
-        title += f", windows {' / '.join(f'{fov:g}' for fov in windows)} mm"
+        title += f", windows {format_windows(windows)}"
     if json_output:
         sys.stdout.write(json.dumps({**result.to_dict(), **extra}, indent=2) + "\n")
     else:
